@@ -1,0 +1,3 @@
+from dal_dist.cli import main
+
+main()

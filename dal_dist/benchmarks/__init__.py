@@ -1,0 +1,1 @@
+"""Benchmarks: programs that print one JSON line per result; compare ratios measured in the same run."""

@@ -1,0 +1,120 @@
+"""Scoring benchmark: plain forward vs full MC-dropout BALD scoring vs the Ray pipeline, one process, one run.
+
+`forward_img_s` is one deterministic forward pass of the model; `bald_img_s` is dal-dist's full
+scoring of the same tensors (backbone once + T head samples + scores + Arrow output);
+`pipeline_img_s` is the Ray Data pipeline from a Parquet pool to the scores Parquet, steady state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+
+def _synthetic_pool(out: Path, n: int, size: int, channels: int, seed: int) -> None:
+    """A raw-pixel Parquet pool of random images (the content does not change the work done)."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    per_file = 4096
+    for start in range(0, n, per_file):
+        m = min(per_file, n - start)
+        px = rng.integers(0, 256, size=(m, size * size * channels), dtype=np.uint8)
+        table = pa.table({
+            "id": pa.array(np.arange(start, start + m, dtype=np.int64)),
+            "image": pa.array([r.tobytes() for r in px], type=pa.binary()),
+            "height": pa.array(np.full(m, size, np.int32)),
+            "width": pa.array(np.full(m, size, np.int32)),
+            "channels": pa.array(np.full(m, channels, np.int32)),
+            "label": pa.array(rng.integers(0, 10, m), type=pa.int64()),
+        })
+        pq.write_table(table, out / f"part-{start // per_file:05d}.parquet", row_group_size=1024)
+
+
+def _rate(fn: Any, n_images: int, repeats: int) -> float:
+    fn()  # warm-up (allocator, oneDNN kernels)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n_images / best
+
+
+def run(model: str = "resnet18", image_size: int = 32, n: int = 1024, mc_samples: int = 20,
+        batch_size: int = 256, pipeline_n: int = 16384, workers: int = 1, repeats: int = 3,
+        seed: int = 0, pipeline: bool = True) -> dict[str, Any]:
+    """Measure the three throughputs in one process and return them with their ratios."""
+    from dal_dist.models import build_model, default_config, save_checkpoint
+    from dal_dist.scoring import BatchScorer
+
+    channels = 3 if model == "resnet18" else 1
+    config = default_config(model, 10, in_channels=channels, image_size=image_size, seed=seed)
+    net = build_model(config)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, image_size, image_size, channels), dtype=np.uint8)
+    ids = np.arange(n, dtype=np.int64)
+    result: dict[str, Any] = {"bench": "scoring", "model": model, "image_size": image_size, "n": n,
+                              "mc_samples": mc_samples, "batch_size": batch_size,
+                              "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.pt"
+        save_checkpoint(net, ckpt)
+        scorer = BatchScorer(ckpt.read_bytes(), ["bald"], mc_samples=mc_samples, device="cpu")
+        from dal_dist.models import preprocess
+
+        def forward() -> None:
+            with torch.inference_mode():
+                for s in range(0, n, batch_size):
+                    x = preprocess(torch.from_numpy(images[s:s + batch_size]), config)
+                    scorer.model(x)
+
+        def bald() -> None:
+            for s in range(0, n, batch_size):
+                scorer.score_images(ids[s:s + batch_size], images[s:s + batch_size])
+
+        result["forward_img_s"] = _rate(forward, n, repeats)
+        result["bald_img_s"] = _rate(bald, n, repeats)
+        result["bald_vs_forward"] = result["bald_img_s"] / result["forward_img_s"]
+        if pipeline:
+            result.update(_pipeline(Path(tmp), ckpt, pipeline_n, image_size, channels, mc_samples,
+                                    batch_size, workers, seed))
+            result["pipeline_vs_bald"] = result["pipeline_img_s"] / result["bald_img_s"]
+    return result
+
+
+def _pipeline(tmp: Path, ckpt: Path, n: int, size: int, channels: int, mc_samples: int, batch_size: int,
+              workers: int, seed: int) -> dict[str, Any]:
+    import ray
+
+    from dal_dist.scoring import score_pool
+
+    pool = tmp / "pool"
+    _synthetic_pool(pool, n, size, channels, seed)
+    t = time.time()
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    ray_init_s = time.time() - t
+    s = score_pool(pool, ckpt, tmp / "scores", acquisitions=["bald"], mc_samples=mc_samples,
+                   workers=workers, batch_size=batch_size, seed=seed, progress=False)
+    return {"pipeline_n": n, "pipeline_workers": workers, "pipeline_img_s": s.steady_images_per_s,
+            "pipeline_startup_s": s.startup_s, "pipeline_total_s": s.seconds,
+            "pipeline_overall_img_s": s.images_per_s, "ray_init_s": ray_init_s}
+
+
+def main(**kwargs: Any) -> None:
+    print(json.dumps(run(**kwargs)), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    main()

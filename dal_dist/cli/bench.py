@@ -1,0 +1,30 @@
+"""`dal-dist bench ...`: benchmarks that print one JSON line per result."""
+
+from __future__ import annotations
+
+import typer
+
+from dal_dist.cli import app
+
+bench_app = typer.Typer(help="Benchmarks: one JSON line per result.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("scoring")
+def scoring(
+    model: str = typer.Option("resnet18", "--model"),
+    image_size: int = typer.Option(32, "--image-size"),
+    n: int = typer.Option(1024, "--n", help="Images for the in-process forward/BALD comparison."),
+    mc_samples: int = typer.Option(20, "--mc-samples"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    pipeline_n: int = typer.Option(16384, "--pipeline-n", help="Pool size for the Ray pipeline run."),
+    workers: int = typer.Option(1, "--workers"),
+    repeats: int = typer.Option(3, "--repeats"),
+    seed: int = typer.Option(0, "--seed"),
+    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline"),
+) -> None:
+    """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run."""
+    from dal_dist.benchmarks import scoring as bench
+
+    bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
+               pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline)

@@ -1,0 +1,32 @@
+"""`dal-dist model ...`: create checkpoints (training arrives with the driver; scoring works before it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dal_dist.cli import app
+
+model_app = typer.Typer(help="Model checkpoints.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("init")
+def init(
+    model: str = typer.Option(..., "--model", help="Registered model: mnist-cnn or resnet18."),
+    classes: int = typer.Option(..., "--classes", help="Number of classes."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
+    in_channels: int = typer.Option(None, "--in-channels", help="Input channels (default per model)."),
+    image_size: int = typer.Option(None, "--image-size", help="Input side in pixels (default per model)."),
+    dropout: float = typer.Option(0.5, "--dropout", help="Dropout rate of the head."),
+    seed: int = typer.Option(0, "--seed", help="Initialisation seed."),
+) -> None:
+    """Write a freshly initialised, seeded checkpoint."""
+    from dal_dist.models import build_model, default_config, save_checkpoint
+
+    config = default_config(model, classes, in_channels=in_channels, image_size=image_size, seed=seed,
+                            dropout=dropout)
+    save_checkpoint(build_model(config), out)
+    typer.echo(f"wrote {out} ({config.name}, {config.num_classes} classes, "
+               f"{config.in_channels}x{config.image_size}x{config.image_size})")

@@ -1,0 +1,49 @@
+"""`dal-dist score`: MC-dropout scoring of a Parquet pool on Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import typer
+
+from dal_dist.cli import app
+
+
+@app.command("score")
+def score(
+    pool: Path = typer.Option(..., "--pool", help="Pool directory (Parquet)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Output directory for the scores dataset."),
+    acquisition: str = typer.Option("bald,entropy,margin,least_confidence,variation_ratio,mean_std",
+                                    "--acquisition", help="Comma list of acquisition functions."),
+    mc_samples: int = typer.Option(20, "--mc-samples", help="T, MC-dropout samples of the head."),
+    workers: int = typer.Option(1, "--workers", help="Scoring actors."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per actor (fractions allowed)."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs reserved per actor."),
+    threads_per_worker: int = typer.Option(None, "--threads-per-worker", help="torch threads per actor."),
+    labeled: Path = typer.Option(None, "--labeled", help="Parquet/CSV file with an `id` column."),
+    embed_labeled: bool = typer.Option(False, "--embed-labeled", help="Keep labeled rows (embedding only)."),
+    embedding: str = typer.Option("head", "--embedding", help="head (penultimate) or backbone features."),
+    embedding_dtype: str = typer.Option("float16", "--embedding-dtype", help="float16 or float32."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per scoring batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
+) -> None:
+    """Score every unlabeled image; print a JSON summary as the last line."""
+    import ray
+
+    from dal_dist.scoring import score_pool
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    summary = score_pool(pool, checkpoint, out, acquisitions=acquisition, mc_samples=mc_samples,
+                         workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                         threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
+                         embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
+                         seed=seed, overwrite=overwrite)
+    typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
+               f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
+    typer.echo(json.dumps(dataclasses.asdict(summary)))

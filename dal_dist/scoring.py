@@ -1,0 +1,364 @@
+"""Distributed MC-dropout scoring: Ray Data streams the pool through an actor pool of `BatchScorer`s.
+
+The per-batch work (`BatchScorer.__call__`) is plain Python, testable without Ray. The Ray layer is
+`read_parquet → map_batches(BatchScorer, concurrency=workers) → write_parquet` into a staging
+directory that is verified (exactly one row per unlabeled id) and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from dal_dist.acquisition import parse_acquisitions, score_all
+from dal_dist.errors import DalDistError
+
+log = logging.getLogger(__name__)
+
+REJECTS_DIR = "rejects"
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring job did: counts and throughput (printed as the job's last JSON line)."""
+
+    rows: int
+    labeled_rows: int
+    rejects: int
+    seconds: float
+    images_per_s: float
+    startup_s: float | None
+    steady_images_per_s: float | None
+    out: str
+    workers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchScorer:
+    """Decode → preprocess → backbone once → T head samples → acquisition scores, one Arrow batch at a time.
+
+    Built once per actor: the checkpoint bytes arrive once (object store), not with every batch.
+    """
+
+    def __init__(self, checkpoint: bytes | Any, acquisitions: list[str], mc_samples: int = 20,
+                 labeled_ids: np.ndarray | Any | None = None, embed_labeled: bool = False,
+                 embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
+                 threads: int | None = None, rejects_dir: str | None = None,
+                 progress: Any | None = None, device: str | None = None):
+        import ray
+
+        from dal_dist.models import load_checkpoint
+
+        if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
+            checkpoint = ray.get(checkpoint[0])
+        if isinstance(labeled_ids, list):
+            labeled_ids = ray.get(labeled_ids[0])
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = _load_checkpoint_bytes(checkpoint, load_checkpoint).to(self.device).eval()
+        self.config = self.model.config
+        self.acquisitions = list(acquisitions)
+        self.mc_samples = mc_samples
+        self.labeled_ids = np.sort(np.asarray(labeled_ids, dtype=np.int64)) if labeled_ids is not None else None
+        self.embed_labeled = embed_labeled
+        self.embedding_source = embedding_source
+        self.embedding_dtype = np.float16 if embedding_dtype == "float16" else np.float32
+        self.seed = seed
+        self.rejects_dir = rejects_dir
+        self.progress = progress
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from dal_dist.pool import decode_images
+
+        if isinstance(batch, dict):
+            batch = pa.table(batch)
+        ids = batch.column("id").to_numpy()
+        if self.labeled_ids is not None and len(self.labeled_ids):
+            is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)
+            if is_labeled.any() and not self.embed_labeled:
+                batch = batch.filter(pa.array(~is_labeled))
+                is_labeled = np.zeros(batch.num_rows, dtype=bool)
+        else:
+            is_labeled = np.zeros(batch.num_rows, dtype=bool)
+        decoded = decode_images(batch, size=None, channels=None)
+        if len(decoded.reject_ids):
+            self._write_rejects(decoded.reject_ids, decoded.reject_reasons)
+            keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
+            is_labeled = is_labeled[keep]
+        out = self.score_images(decoded.ids, decoded.images, is_labeled)
+        if self.progress is not None and out.num_rows:
+            self.progress.report.remote(out.num_rows, time.time())
+        return out
+
+    @torch.inference_mode()
+    def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
+        """Score uint8 N×H×W×C images; rows flagged labeled get an embedding only (scores null)."""
+        from dal_dist.models import mc_head_probs, preprocess
+
+        n = len(ids)
+        if is_labeled is None:
+            is_labeled = np.zeros(n, dtype=bool)
+        if n == 0:
+            return self.empty_table()
+        x = preprocess(torch.from_numpy(np.ascontiguousarray(images)).to(self.device), self.config)
+        f = self.model.features(x)
+        emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
+        # Seed the dropout masks from (seed, batch content) so re-running a batch reproduces its scores.
+        torch.manual_seed(_batch_seed(self.seed, ids))
+        probs = mc_head_probs(self.model, f, self.mc_samples)
+        scores = score_all(probs, self.acquisitions)
+        mean = probs.mean(dim=0)
+        conf, pred = mean.max(dim=-1)
+        mask = pa.array(is_labeled) if is_labeled.any() else None
+        cols: dict[str, pa.Array] = {"id": pa.array(ids, type=pa.int64())}
+        for name in self.acquisitions:
+            cols[name] = _masked(scores[name].cpu().numpy().astype(np.float32), mask)
+        emb_np = emb.cpu().numpy().astype(self.embedding_dtype)
+        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1)), emb_np.shape[1])
+        cols["pred"] = _masked(pred.cpu().numpy().astype(np.int64), mask)
+        cols["confidence"] = _masked(conf.cpu().numpy().astype(np.float32), mask)
+        cols["labeled"] = pa.array(is_labeled)
+        return pa.table(cols)
+
+    def empty_table(self) -> pa.Table:
+        return output_schema(self.acquisitions, _embed_dim(self.model, self.embedding_source),
+                             self.embedding_dtype).empty_table()
+
+    def _write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
+        if not self.rejects_dir:
+            return
+        from dal_dist.atomic import write_parquet_atomic
+
+        # Named by content so a retried batch overwrites its own file: rejects stay exactly-once.
+        ids = np.asarray(ids, dtype=np.int64)
+        name = f"part-{int(ids.min())}-{hashlib.sha1(ids.tobytes()).hexdigest()[:12]}.parquet"
+        write_parquet_atomic(Path(self.rejects_dir) / name,
+                             pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
+
+
+def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16) -> pa.Schema:
+    """Schema of the scores dataset (see docs/architecture.md)."""
+    etype = pa.float16() if np.dtype(embedding_dtype) == np.float16 else pa.float32()
+    fields = [pa.field("id", pa.int64(), nullable=False)]
+    fields += [pa.field(a, pa.float32()) for a in acquisitions]
+    fields += [pa.field("embedding", pa.list_(etype, embed_dim)), pa.field("pred", pa.int64()),
+               pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
+    return pa.schema(fields)
+
+
+def _masked(values: np.ndarray, mask: pa.Array | None) -> pa.Array:
+    return pa.array(values, mask=mask.to_numpy(zero_copy_only=False) if mask is not None else None)
+
+
+def _embed_dim(model: Any, source: str) -> int:
+    if source == "head":
+        return int(model.embed_dim)
+    with torch.no_grad():
+        c = model.config
+        return int(model.features(torch.zeros(1, c.in_channels, c.image_size, c.image_size)).shape[1])
+
+
+def _batch_seed(seed: int, ids: np.ndarray) -> int:
+    h = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=8, key=str(seed).encode())
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def _load_checkpoint_bytes(data: bytes, loader: Any) -> Any:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return loader(tmp.name)
+
+
+class _Progress:
+    """Tiny actor the scorers report to: a live progress bar and first/last-batch timestamps."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.first: float | None = None
+        self.first_rows = 0
+        self.last: float | None = None
+
+    def report(self, n: int, t: float) -> None:
+        if self.first is None:
+            self.first, self.first_rows = t, n
+        self.rows += n
+        self.last = max(t, self.last or t)
+
+    def get(self) -> tuple[int, float | None, int, float | None]:
+        return self.rows, self.first, self.first_rows, self.last
+
+
+def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+               acquisitions: str | list[str] = "bald", mc_samples: int = 20, workers: int = 1,
+               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, threads_per_worker: int | None = None,
+               labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
+               embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
+               seed: int = 0, overwrite: bool = False, progress: bool = True) -> ScoreSummary:
+    """Score every unlabeled image of a Parquet pool on the current Ray cluster; write one row per id."""
+    import ray
+
+    from dal_dist.idfile import read_ids
+    from dal_dist.models import load_checkpoint
+    from dal_dist.pool import pool_files, validate_pool
+
+    t_call = time.time()
+    names = parse_acquisitions(acquisitions)
+    if mc_samples < 2:
+        raise DalDistError(f"--mc-samples must be >= 2 (MC dropout needs several samples), got {mc_samples}")
+    if workers < 1:
+        raise DalDistError(f"--workers must be >= 1, got {workers}")
+    if embedding_source not in ("head", "backbone"):
+        raise DalDistError(f"--embedding must be 'head' or 'backbone', got {embedding_source!r}")
+    if embedding_dtype not in ("float16", "float32"):
+        raise DalDistError(f"--embedding-dtype must be float16 or float32, got {embedding_dtype!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DalDistError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
+    # Structural checks before any work: schema, duplicate ids, checkpoint architecture.
+    info = validate_pool(pool)
+    files = pool_files(pool)
+    model = load_checkpoint(checkpoint)
+    if info.num_classes and info.num_classes > model.config.num_classes:
+        raise DalDistError(f"checkpoint {checkpoint}: model has {model.config.num_classes} classes but pool "
+                           f"{pool} has labels up to {info.num_classes - 1}")
+    labeled_ids = None
+    if labeled is not None:
+        labeled_ids = np.unique(read_ids(labeled) if not isinstance(labeled, np.ndarray) else labeled)
+    labeled_in_pool = _count_in_pool(files, labeled_ids)
+    if labeled_ids is not None and labeled_in_pool < len(labeled_ids):
+        log.warning("%d labeled ids are not in the pool %s (ignored)", len(labeled_ids) - labeled_in_pool, pool)
+    expected = info.rows - (0 if embed_labeled else labeled_in_pool)
+
+    if not ray.is_initialized():
+        ray.init()
+    ckpt_ref = ray.put(Path(checkpoint).read_bytes())
+    labeled_ref = ray.put(labeled_ids) if labeled_ids is not None else None
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    tracker = ray.remote(num_cpus=0)(_Progress).remote()
+    threads = threads_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1) // workers))
+    try:
+        ds = ray.data.read_parquet([str(f) for f in files], columns=_read_columns(files))
+        ds = ds.map_batches(
+            BatchScorer,
+            fn_constructor_kwargs=dict(
+                checkpoint=[ckpt_ref], acquisitions=names, mc_samples=mc_samples,
+                labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=embed_labeled,
+                embedding_source=embedding_source, embedding_dtype=embedding_dtype, seed=seed,
+                threads=threads, rejects_dir=str(staging / REJECTS_DIR), progress=tracker,
+                device="cuda" if gpus_per_worker > 0 else "cpu"),
+            batch_size=batch_size, batch_format="pyarrow", concurrency=workers,
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+        )
+        _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64),
+                           tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
+        rows, first, first_rows, last = ray.get(tracker.get.remote())
+        written, rejects = _verify_staging(staging, expected)
+        _promote(staging, out, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        ray.kill(tracker)
+    seconds = time.time() - t_call
+    steady = (rows - first_rows) / (last - first) if first and last and last > first else None
+    return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
+                        seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
+                        startup_s=(first - t_call) if first else None, steady_images_per_s=steady,
+                        out=str(out), workers=workers)
+
+
+def _read_columns(files: list[str]) -> list[str]:
+    names = pq.read_schema(files[0]).names
+    return [c for c in ("id", "image", "height", "width", "channels") if c in names]
+
+
+def _count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
+    if labeled_ids is None or not len(labeled_ids):
+        return 0
+    return int(sum(np.isin(pq.read_table(f, columns=["id"]).column("id").to_numpy(), labeled_ids).sum()
+                   for f in files))
+
+
+def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
+    """Run the blocking Ray Data write while a tqdm bar polls the progress actor."""
+    import ray
+    from tqdm import tqdm
+
+    err: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as e:  # surfaced in the caller's thread
+            err.append(e)
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    bar = tqdm(total=total, unit="img", desc="scoring", disable=not show, dynamic_ncols=True)
+    while th.is_alive():
+        th.join(timeout=0.5)
+        try:
+            rows = ray.get(tracker.get.remote(), timeout=5)[0]
+            bar.update(rows - bar.n)
+        except Exception:  # progress is best-effort
+            pass
+    bar.close()
+    if err:
+        raise err[0]
+
+
+def _verify_staging(staging: Path, expected: int) -> tuple[int, int]:
+    """Count rows from Parquet footers: exactly `expected` minus rejects, or refuse to publish."""
+    data_files = sorted((staging / "data").glob("*.parquet")) if (staging / "data").exists() else []
+    written = sum(pq.ParquetFile(f).metadata.num_rows for f in data_files)
+    reject_files = sorted((staging / REJECTS_DIR).glob("*.parquet")) if (staging / REJECTS_DIR).exists() else []
+    rejects = sum(pq.ParquetFile(f).metadata.num_rows for f in reject_files)
+    if written + rejects != expected:
+        raise DalDistError(f"scoring wrote {written} rows + {rejects} rejects, expected {expected}: "
+                           f"output not published (staging {staging} removed)")
+    return written, rejects
+
+
+def _promote(staging: Path, out: Path, overwrite: bool) -> None:
+    """Publish: staging/data → out (and rejects → out/rejects) with renames, never a half-written out."""
+    final = staging / "final"
+    (staging / "data").rename(final) if (staging / "data").exists() else final.mkdir()
+    if (staging / REJECTS_DIR).exists():
+        (staging / REJECTS_DIR).rename(final / REJECTS_DIR)
+    old = None
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise DalDistError(f"{out}: appeared while scoring; not overwritten")
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    final.rename(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_scores_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Small-data helper (tests, reports): the whole scores dataset as one table, rejects excluded."""
+    files = sorted(p for p in Path(path).glob("*.parquet"))
+    if not files:
+        raise DalDistError(f"{path}: no scores Parquet files")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])

@@ -1,0 +1,35 @@
+"""Shared fixtures: one local Ray per test session, paths to the real MNIST files in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MNIST_TEST = SHARED / "data" / "mnist-test"
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A 2-CPU local Ray started once per session (token auth stays on, dashboard off)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
+    yield ray
+    # Left running for the rest of the session; ray shuts down at interpreter exit.
+
+
+@pytest.fixture(scope="session")
+def mnist_test_dir() -> Path:
+    """The real MNIST test-set IDX files (tests may read ../shared; the product never does)."""
+    if not (MNIST_TEST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST files not found at {MNIST_TEST}")
+    return MNIST_TEST

@@ -1,0 +1,137 @@
+"""Models: the backbone/head split, MC-head equivalence, checkpoints (weights_only, architecture checks)."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from dal_dist.errors import DalDistError
+from dal_dist.models import (build_model, default_config, load_checkpoint, mc_head_probs, preprocess,
+                             save_checkpoint)
+
+
+@pytest.fixture(params=["mnist-cnn", "resnet18"])
+def model(request):
+    size = 28 if request.param == "mnist-cnn" else 16
+    return build_model(default_config(request.param, 10, image_size=size, seed=3))
+
+
+def _input(model, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    return torch.randn(n, c.in_channels, c.image_size, c.image_size, generator=g)
+
+
+def _dropout_only_train(model):
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.train(True)
+
+
+def test_shapes_and_embedding_is_deterministic(model):
+    x = _input(model)
+    f, levels = model.feature_levels(x)
+    assert model.head(f).shape == (4, 10)
+    assert model.embed(f).shape == (4, model.embed_dim)
+    assert [lv.shape[1] for lv in levels] == list(model.level_channels)
+    _dropout_only_train(model)
+    assert torch.equal(model.embed(model.features(x)), model.embed(model.features(x)))
+
+
+def test_backbone_consumes_no_randomness_so_head_sampling_is_exact(model):
+    """Per sample: a full stochastic forward pass == backbone once + the head, given the same RNG state."""
+    x = _input(model)
+    _dropout_only_train(model)
+    f = model.features(x)
+    for s in range(5):
+        torch.manual_seed(s)
+        full = model(x)
+        torch.manual_seed(s)
+        head_only = model.head(f)
+        assert torch.equal(full, head_only)
+
+
+def test_mc_head_matches_t_full_forward_passes_in_distribution():
+    """mc_head_probs (one batched head pass over T copies) vs T independent full stochastic passes."""
+    model = build_model(default_config("mnist-cnn", 10, seed=1))
+    x = _input(model, n=3, seed=5)
+    T = 3000
+    torch.manual_seed(0)
+    with torch.no_grad():
+        head = mc_head_probs(model, model.features(x), T)
+        _dropout_only_train(model)
+        full = torch.stack([torch.softmax(model(x), -1) for _ in range(T)])
+    assert head.shape == full.shape == (T, 3, 10)
+    se = torch.sqrt(full.var(0) / T + head.var(0) / T) + 1e-6
+    assert ((head.mean(0) - full.mean(0)).abs() / se).max() < 5.0
+    # Spread matches too (the per-class std across samples), within 10%.
+    assert torch.allclose(head.std(0), full.std(0), rtol=0.1, atol=2e-3)
+    model.eval()
+    mc_head_probs(model, model.features(x), 2)
+    assert not model.drop1.training and not model.training
+
+
+def test_mc_head_samples_differ_and_are_seeded():
+    model = build_model(default_config("mnist-cnn", 10))
+    f = model.features(_input(model))
+    torch.manual_seed(7)
+    a = mc_head_probs(model, f, 8)
+    torch.manual_seed(7)
+    b = mc_head_probs(model, f, 8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1])
+    assert torch.allclose(a.sum(-1), torch.ones(8, 4))
+
+
+def test_model_init_is_seeded():
+    a = build_model(default_config("mnist-cnn", 10, seed=4)).state_dict()
+    b = build_model(default_config("mnist-cnn", 10, seed=4)).state_dict()
+    c = build_model(default_config("mnist-cnn", 10, seed=5)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["fc1.weight"], c["fc1.weight"])
+
+
+def test_checkpoint_round_trip(tmp_path, model):
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, extra={"round": 2})
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config
+    x = _input(model)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(build_model(default_config("mnist-cnn", 10)), path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = payload["config"].replace('"num_classes": 10', '"num_classes": 7')
+    torch.save(payload, path)
+    with pytest.raises(DalDistError, match="does not fit architecture 'mnist-cnn'.*fc2.weight"):
+        load_checkpoint(path)
+    with pytest.raises(DalDistError, match="holds model 'mnist-cnn', expected 'resnet18'"):
+        save_checkpoint(build_model(default_config("mnist-cnn", 10)), path)
+        load_checkpoint(path, expect_name="resnet18")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "dal-dist-checkpoint/1", "config": "{}", "state_dict": {}, "x": _Evil()}, path)
+    with pytest.raises(DalDistError, match="refused or unreadable with weights_only=True"):
+        load_checkpoint(path)
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(DalDistError, match="weights_only"):
+        load_checkpoint(path)
+
+
+def test_preprocess_converts_channels_and_size():
+    cfg = default_config("resnet18", 10, image_size=32)
+    imgs = torch.randint(0, 256, (2, 28, 28, 1), dtype=torch.uint8)
+    x = preprocess(imgs, cfg)
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0], x[:, 1])
