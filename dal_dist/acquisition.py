@@ -66,18 +66,18 @@ ACQUISITIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def parse_acquisitions(spec: str | list[str]) -> list[str]:
-    """Turn 'bald,entropy' into a validated, de-duplicated list (order kept)."""
+def parse_acquisitions(spec: str | list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """Turn 'bald,entropy' into a validated, de-duplicated list (order kept); `extra` admits model outputs."""
     from dal_dist.errors import DalDistError
 
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    unknown = [n for n in names if n not in ACQUISITIONS]
+    unknown = [n for n in names if n not in ACQUISITIONS and n not in extra]
     if unknown or not names:
         raise DalDistError(f"--acquisition: unknown {unknown or 'empty list'}; expected a comma list of "
-                           f"{', '.join(ACQUISITIONS)}")
+                           f"{', '.join([*ACQUISITIONS, *extra])}")
     return list(dict.fromkeys(names))
 
 
 def score_all(probs: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """All requested scores from one T×B×C tensor (the mean is cheap; recomputing it keeps each pure)."""
-    return {n: ACQUISITIONS[n](probs) for n in names}
+    return {n: ACQUISITIONS[n](probs) for n in names if n in ACQUISITIONS}

@@ -69,6 +69,10 @@ class DALModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    @property
+    def has_loss_module(self) -> bool:
+        return getattr(self, "loss_module", None) is not None
+
 
 class MnistCNN(DALModel):
     """Gal, Islam & Ghahramani 2017 (ICML) MNIST CNN: conv32-4x4, conv32-4x4, pool, drop .25, fc128, drop .5."""
@@ -150,6 +154,12 @@ def build_model(config: ModelConfig) -> DALModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = REGISTRY[config.name](config)
+        if config.extra.get("learning_loss"):
+            from dal_dist.learning_loss import LossPredictionModule
+
+            # Part of the model (and its checkpoint) so scoring can emit `pred_loss`.
+            model.loss_module = LossPredictionModule(model.level_channels,
+                                                     hidden=int(config.extra.get("loss_hidden", 128)))
     return model.eval()
 
 

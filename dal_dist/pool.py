@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -272,15 +273,25 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def _as_record_batch(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> pa.RecordBatch:
+    """Accept what Ray Data hands a map_batches callable: pyarrow, pandas or a dict of numpy arrays."""
     if isinstance(batch, pa.RecordBatch):
         return batch
     if isinstance(batch, pa.Table):
-        return batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
-    if hasattr(batch, "to_dict") and not isinstance(batch, Mapping):  # pandas DataFrame
+        if batch.num_rows == 0:
+            return pa.RecordBatch.from_pylist([], schema=batch.schema)
+        return batch.combine_chunks().to_batches()[0]
+    if not isinstance(batch, Mapping):  # pandas DataFrame
         return pa.RecordBatch.from_pandas(batch, preserve_index=False)
-    arrays = {k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(list(v) if isinstance(v, np.ndarray) and v.dtype == object else v)
-              for k, v in batch.items()}
-    return pa.RecordBatch.from_pydict({k: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for k, v in arrays.items()})
+    columns = {}
+    for name, values in batch.items():
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        elif not isinstance(values, pa.Array):
+            if isinstance(values, np.ndarray) and values.dtype == object:
+                values = list(values)  # bytes objects (and None) -> binary
+            values = pa.array(values, from_pandas=True)  # NaN -> null, as pandas/numpy batches encode it
+        columns[name] = values
+    return pa.RecordBatch.from_pydict(columns)
 
 
 def _int_column(rb: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -288,8 +299,10 @@ def _int_column(rb: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray] 
     if name not in rb.schema.names:
         return None
     col = rb.column(name)
+    if not pa.types.is_int64(col.type):
+        col = col.cast(pa.int64())  # float columns from numpy/pandas batches: exact for whole numbers
     valid = np.ones(len(col), bool) if col.null_count == 0 else ~np.asarray(col.is_null(), dtype=bool)
-    values = np.asarray(col.fill_null(0), dtype=np.int64) if col.null_count else np.asarray(col, dtype=np.int64)
+    values = np.asarray(col.fill_null(0) if col.null_count else col, dtype=np.int64)
     return values, valid
 
 
@@ -297,7 +310,8 @@ def _binary_buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, data bytes, valid mask) of a binary column without copying the data."""
     bufs = col.buffers()
     off_dtype = np.int64 if pa.types.is_large_binary(col.type) else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=len(col) + 1, offset=col.offset * np.dtype(off_dtype).itemsize)
+    itemsize = np.dtype(off_dtype).itemsize
+    offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=len(col) + 1, offset=col.offset * itemsize)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     valid = np.ones(len(col), bool) if col.null_count == 0 else ~np.asarray(col.is_null(), dtype=bool)
     return offsets.astype(np.int64), data, valid
@@ -330,9 +344,14 @@ def _open_encoded(blob: bytes) -> Any:
 
     pil = Image.open(io.BytesIO(blob))
     pil.load()
-    if pil.mode not in ("L", "RGB", "RGBA"):
-        pil = pil.convert("RGBA" if "A" in pil.getbands() else ("L" if pil.mode in ("1", "I", "I;16", "F", "LA") and len(pil.getbands()) == 1 else "RGB"))
-    return pil
+    if pil.mode in ("L", "RGB", "RGBA"):
+        return pil
+    if pil.mode == "P":  # palette: colours (and maybe transparency) live in the palette
+        return pil.convert("RGBA" if "transparency" in pil.info else "RGB")
+    bands = pil.getbands()
+    if len(bands) <= 2 and bands[0] in ("L", "1", "I", "F"):  # grey, maybe with alpha (dropped)
+        return pil.convert("L")
+    return pil.convert("RGBA" if "A" in bands else "RGB")
 
 
 def decode_images(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], size: tuple[int, int] | None = None,
@@ -421,7 +440,7 @@ def decode_images(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], size: tu
         for i in np.flatnonzero(encoded):
             i = int(i)
             try:
-                pil = pils.pop(i, None) or _open_encoded(col[i].as_py())
+                pil = pils.pop(i) if i in pils else _open_encoded(col[i].as_py())
             except Exception as e:  # noqa: BLE001
                 reasons[i] = f"image: corrupt PNG/JPEG bytes ({e})"
                 continue
@@ -483,6 +502,7 @@ class IngestResult:
     rows: int
     rejects: int
     files: list[str]
+    seconds: float = 0.0
 
 
 class PoolWriter:
@@ -503,6 +523,7 @@ class PoolWriter:
         self.schema = schema
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
         self.rows = 0
+        self._t0 = time.perf_counter()
         self.files: list[str] = []
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -515,7 +536,8 @@ class PoolWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         """Append rows (any count); full row groups are flushed as they fill."""
         if batch.schema != self.schema:
-            batch = pa.RecordBatch.from_arrays([batch.column(f.name).cast(f.type) for f in self.schema], schema=self.schema)
+            batch = pa.RecordBatch.from_arrays([batch.column(f.name).cast(f.type) for f in self.schema],
+                                               schema=self.schema)
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         while self._pending_rows >= self._next_group_rows():
@@ -563,15 +585,16 @@ class PoolWriter:
         while self._pending_rows:
             self._flush(min(self._pending_rows, self._next_group_rows()))
         self._close_file()
-        rejects = pa.table({"id": pa.array(self._reject_ids, pa.int64()), "reason": pa.array(self._reject_reasons, pa.string())},
-                           schema=REJECTS_SCHEMA)
+        rejects = pa.table({"id": pa.array(self._reject_ids, pa.int64()),
+                            "reason": pa.array(self._reject_reasons, pa.string())}, schema=REJECTS_SCHEMA)
         write_parquet_atomic(self.out / REJECTS_FILE, rejects)
         if self.rows == 0:
             raise DalDistError(f"{self.out}: no rows could be taken ({len(self._reject_ids)} rejected, "
                                f"reasons in {self.out / REJECTS_FILE})")
         write_json_atomic(self.out / META_FILE, {"format": POOL_FORMAT, "rows": self.rows,
                                                  "rejects": len(self._reject_ids), **meta})
-        return IngestResult(str(self.out), self.rows, len(self._reject_ids), list(self.files))
+        return IngestResult(str(self.out), self.rows, len(self._reject_ids), list(self.files),
+                            time.perf_counter() - self._t0)
 
     def abort(self) -> None:
         """Drop the file being written (its temp file is removed)."""
@@ -627,7 +650,8 @@ def _idx_header(path: Path, f: io.BufferedIOBase, ndim: int, what: str) -> tuple
     except (OSError, EOFError) as e:
         raise DalDistError(f"{path}: cannot read IDX file (corrupt gzip?): {e}") from e
     if len(head) < 4 or head[0] != 0 or head[1] != 0:
-        raise DalDistError(f"{path}: not an IDX file (magic number {head.hex() or 'missing'}, expected 0000 08 0{ndim})")
+        raise DalDistError(f"{path}: not an IDX file (magic number {head.hex() or 'missing'}, "
+                           f"expected 000008{ndim:02x})")
     if head[2] not in _IDX_DTYPES or head[3] != ndim:
         raise DalDistError(f"{path}: IDX magic {head.hex()} is not {what} (expected 000008{ndim:02x}: "
                            f"unsigned bytes, {ndim} dimension(s))")
@@ -792,7 +816,8 @@ def ingest_npz(file: str | os.PathLike, out: str | os.PathLike, *, chunk_rows: i
         x = x[..., None]
     if x.ndim != 4 or x.shape[3] not in (1, 3, 4):
         hint = " (looks channels-first: transpose to N×H×W×C)" if x.ndim == 4 and x.shape[1] in (1, 3, 4) else ""
-        raise DalDistError(f"{file}: array `x` has shape {x.shape}, expected N×H×W or N×H×W×C with C in 1/3/4{hint}")
+        raise DalDistError(f"{file}: array `x` has shape {x.shape}, "
+                           f"expected N×H×W or N×H×W×C with C in 1/3/4{hint}")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DalDistError(f"{file}: array `x` has dtype {x.dtype}, expected uint8, integers or floats")
     n = x.shape[0]
@@ -806,7 +831,8 @@ def ingest_npz(file: str | os.PathLike, out: str | os.PathLike, *, chunk_rows: i
             raise DalDistError(f"{file}: array `y` has dtype {y.dtype}, expected integers")
         y = y.astype(np.int64)
         if n and y.min() < 0:
-            raise DalDistError(f"{file}: array `y` has negative label {y.min()} (row {int(np.argmin(y))}), expected 0..C-1")
+            raise DalDistError(f"{file}: array `y` has negative label {y.min()} (row {int(np.argmin(y))}), "
+                               "expected 0..C-1")
     scale = 1.0
     if np.issubdtype(x.dtype, np.floating):
         finite_max = -np.inf

@@ -8,7 +8,6 @@ directory that is verified (exactly one row per unlabeled id) and then renamed i
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
@@ -115,13 +114,15 @@ class BatchScorer:
             is_labeled = np.zeros(n, dtype=bool)
         if n == 0:
             return self.empty_table()
-        x = preprocess(torch.from_numpy(np.ascontiguousarray(images)).to(self.device), self.config)
-        f = self.model.features(x)
+        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
+        f, levels = self.model.feature_levels(x)
         emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
         # Seed the dropout masks from (seed, batch content) so re-running a batch reproduces its scores.
         torch.manual_seed(_batch_seed(self.seed, ids))
         probs = mc_head_probs(self.model, f, self.mc_samples)
         scores = score_all(probs, self.acquisitions)
+        if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
+            scores["pred_loss"] = self.model.loss_module(levels).float()
         mean = probs.mean(dim=0)
         conf, pred = mean.max(dim=-1)
         mask = pa.array(is_labeled) if is_labeled.any() else None
@@ -208,7 +209,8 @@ class _Progress:
 
 def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                acquisitions: str | list[str] = "bald", mc_samples: int = 20, workers: int = 1,
-               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, threads_per_worker: int | None = None,
+               gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None,
+               threads_per_worker: int | None = None,
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True) -> ScoreSummary:
@@ -220,7 +222,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     from dal_dist.pool import pool_files, validate_pool
 
     t_call = time.time()
-    names = parse_acquisitions(acquisitions)
+    names = parse_acquisitions(acquisitions, extra=("pred_loss",))
     if mc_samples < 2:
         raise DalDistError(f"--mc-samples must be >= 2 (MC dropout needs several samples), got {mc_samples}")
     if workers < 1:
@@ -236,6 +238,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     info = validate_pool(pool)
     files = pool_files(pool)
     model = load_checkpoint(checkpoint)
+    if "pred_loss" in names and not model.has_loss_module:
+        raise DalDistError(f"checkpoint {checkpoint}: `pred_loss` needs a model trained with Learning Loss "
+                           f"(config extra.learning_loss); this one has no loss-prediction module")
     if info.num_classes and info.num_classes > model.config.num_classes:
         raise DalDistError(f"checkpoint {checkpoint}: model has {model.config.num_classes} classes but pool "
                            f"{pool} has labels up to {info.num_classes - 1}")
@@ -254,9 +259,20 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     tracker = ray.remote(num_cpus=0)(_Progress).remote()
-    threads = threads_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1) // workers))
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
+    cpus, threads = plan_resources(cluster_cpus, workers, cpus_per_worker, threads_per_worker)
+    io_args = {"num_cpus": IO_TASK_CPUS}
     try:
-        ds = ray.data.read_parquet([str(f) for f in files], columns=_read_columns(files))
+        ctx = ray.data.DataContext.get_current()
+        saved = ctx.target_min_block_size, ctx.target_max_block_size
+        # Blocks are the unit an actor takes: size them so every actor gets several (the dataset keeps a
+        # copy of the context, so the global one is restored right away).
+        ctx.target_max_block_size = _block_bytes(info.bytes, info.rows, workers, batch_size)
+        ctx.target_min_block_size = min(saved[0] or 1 << 20, ctx.target_max_block_size // 2)
+        try:
+            ds = ray.data.read_parquet([str(f) for f in files], **io_args).select_columns(_read_columns(files))
+        finally:
+            ctx.target_min_block_size, ctx.target_max_block_size = saved
         ds = ds.map_batches(
             BatchScorer,
             fn_constructor_kwargs=dict(
@@ -265,10 +281,11 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                 embedding_source=embedding_source, embedding_dtype=embedding_dtype, seed=seed,
                 threads=threads, rejects_dir=str(staging / REJECTS_DIR), progress=tracker,
                 device="cuda" if gpus_per_worker > 0 else "cpu"),
-            batch_size=batch_size, batch_format="pyarrow", concurrency=workers,
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=cpus, num_gpus=gpus_per_worker or None,
         )
-        _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64),
+        _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64,
+                                                    ray_remote_args=io_args),
                            tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
         rows, first, first_rows, last = ray.get(tracker.get.remote())
         written, rejects = _verify_staging(staging, expected)
@@ -284,6 +301,34 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
                         startup_s=(first - t_call) if first else None, steady_images_per_s=steady,
                         out=str(out), workers=workers)
+
+
+IO_TASK_CPUS = 0.25  # read/write tasks are light; they must still fit beside the scoring actors
+
+
+def plan_resources(cluster_cpus: float, workers: int, cpus_per_worker: float | None,
+                   threads_per_worker: int | None) -> tuple[float, int]:
+    """CPUs each actor reserves and torch threads it runs.
+
+    Actors never reserve every CPU: Ray Data's file listing task asks for a whole CPU and the read
+    and write tasks for `IO_TASK_CPUS`, so a pool of actors holding every CPU stalls forever waiting
+    for input that can never be read. By default the actors share all CPUs but one; torch threads =
+    the CPUs an actor may actually keep busy (reservations are bookkeeping, threads are the work).
+    """
+    if cpus_per_worker is None:
+        cpus_per_worker = min(1.0, max(0.0, (cluster_cpus - 1.0) / workers))
+    if cpus_per_worker * workers + 1.0 > cluster_cpus + 1e-9:
+        raise DalDistError(f"--cpus-per-worker {cpus_per_worker} x --workers {workers} leaves no CPU for "
+                           f"reading the pool on a cluster of {cluster_cpus:g} CPUs")
+    threads = threads_per_worker or max(1, int(cluster_cpus // workers))
+    return float(cpus_per_worker), int(threads)
+
+
+def _block_bytes(pool_bytes: int, rows: int, workers: int, batch_size: int) -> int:
+    """Target block size: ≥ 4 blocks per actor, ≥ one scoring batch per block, ≤ 128 MiB."""
+    per_row = max(1.0, pool_bytes / max(rows, 1))
+    want = pool_bytes / (4 * workers)
+    return int(min(128 << 20, max(want, per_row * batch_size)))
 
 
 def _read_columns(files: list[str]) -> list[str]:
@@ -313,7 +358,10 @@ def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
 
     th = threading.Thread(target=target, daemon=True)
     th.start()
-    bar = tqdm(total=total, unit="img", desc="scoring", disable=not show, dynamic_ncols=True)
+    import sys
+
+    bar = tqdm(total=total, unit="img", desc="scoring", disable=not show, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
     while th.is_alive():
         th.join(timeout=0.5)
         try:

@@ -28,3 +28,24 @@ def scoring(
 
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
                pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline)
+
+
+@bench_app.command("kcenter")
+def kcenter(
+    n: int = typer.Option(1_000_000, "--n", help="Candidate rows (seeded float32 Gaussian)."),
+    dim: int = typer.Option(128, "--dim"),
+    labeled: int = typer.Option(1000, "--labeled", help="Labeled rows (existing centers)."),
+    k: int = typer.Option(200, "--k", help="Picks timed for dal-dist."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32, float16 or bfloat16."),
+    ref_picks: int = typer.Option(5, "--ref-picks", help="Picks timed for the scikit-learn reference (0 = skip)."),
+    seed: int = typer.Option(0, "--seed"),
+    sharded_workers: int = typer.Option(0, "--sharded-workers",
+                                        help="Instead: distributed vs single node on N rows with this many Ray actors."),
+) -> None:
+    """init_s, s_per_pick vs the scikit-learn reference, read bandwidth bound and peak RSS, one JSON line."""
+    from dal_dist.benchmarks import kcenter as bench
+
+    if sharded_workers > 0:
+        bench.main_sharded(n=n, dim=dim, labeled=labeled, k=k, workers=sharded_workers, seed=seed)
+        return
+    bench.main(n=n, dim=dim, labeled=labeled, k=k, dtype=dtype, ref_picks=ref_picks, seed=seed)

@@ -1,0 +1,101 @@
+"""`dal-dist pool ...`: build a Parquet pool (ingest, synth) and inspect one (info)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from dal_dist.cli import app
+from dal_dist.errors import DalDistError
+
+if TYPE_CHECKING:  # pyarrow/torch load only when a command runs
+    from dal_dist.pool import IngestResult
+
+pool_app = typer.Typer(no_args_is_help=True, help="Build and inspect Parquet image pools.")
+app.add_typer(pool_app, name="pool")
+
+
+class SourceFormat(str, Enum):
+    mnist_idx = "mnist-idx"
+    image_folder = "image-folder"
+    npz = "npz"
+
+
+def _report(r: IngestResult, what: str) -> None:
+    rate = r.rows / r.seconds if r.seconds else 0.0
+    typer.echo(f"{what}: {r.rows} rows in {len(r.files)} file(s) -> {r.out}; "
+               f"{r.rejects} rejected (see {Path(r.out) / '_rejects.parquet'}); "
+               f"{r.seconds:.1f} s, {rate:,.0f} images/s")
+
+
+@pool_app.command()
+def ingest(
+    format: SourceFormat = typer.Option(..., "--format", help="Source format."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) pool directory to write."),
+    images: Optional[Path] = typer.Option(None, "--images", help="mnist-idx: image IDX file (.gz or raw)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="mnist-idx: label IDX file (optional)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="image-folder: root with one sub-folder per class."),
+    file: Optional[Path] = typer.Option(None, "--file", help="npz: archive with `x` and optional `y`."),
+) -> None:
+    """Convert a dataset into a pool; rows that cannot be taken go to OUT/_rejects.parquet."""
+    from dal_dist import pool
+
+    if format is SourceFormat.mnist_idx:
+        if images is None:
+            raise DalDistError("--format mnist-idx needs --images FILE (and usually --labels FILE)")
+        result = pool.ingest_mnist_idx(images, labels, out)
+    elif format is SourceFormat.image_folder:
+        if root is None:
+            raise DalDistError("--format image-folder needs --root DIR")
+        result = pool.ingest_image_folder(root, out)
+    else:
+        if file is None:
+            raise DalDistError("--format npz needs --file FILE")
+        result = pool.ingest_npz(file, out)
+    _report(result, "ingested")
+
+
+@pool_app.command()
+def synth(
+    n: int = typer.Option(..., "--n", help="Number of images."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) pool directory to write."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    chunk_size: int = typer.Option(8192, "--chunk-size", help="Images per write (multiple of 1024); bounds memory."),
+) -> None:
+    """Write N randomly deformed (affine + elastic) MNIST digits with labels, for scale runs."""
+    from dal_dist.pool_synth import synth_pool
+
+    _report(synth_pool(n, out, seed=seed, chunk_size=chunk_size, progress=True), "synthesised")
+
+
+@pool_app.command()
+def info(
+    path: Path = typer.Argument(..., help="Pool directory (or one Parquet file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Validate a pool and print rows, files, size, schema, image shape and label histogram."""
+    from dal_dist.pool import pool_info
+
+    summary = pool_info(path)
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    shape = summary["image_shape"]
+    lines = [
+        f"pool:        {summary['path']}",
+        f"rows:        {summary['rows']:,}",
+        f"files:       {summary['files']} ({summary['bytes'] / 2**20:,.1f} MiB)",
+        f"image shape: {'x'.join(str(v) for v in shape.values()) if shape else 'varies / encoded'}",
+        f"classes:     {summary['num_classes']}",
+        f"rejects:     {summary['rejects']}",
+        "schema:      " + ", ".join(f"{k}: {v}" for k, v in summary["schema"].items()),
+    ]
+    if summary["has_label"]:
+        hist = summary["label_counts"]
+        lines.append("labels:      " + ", ".join(f"{k}: {v}" for k, v in hist.items())
+                     + (f" (+{summary['unlabeled_rows']} unlabeled)" if summary["unlabeled_rows"] else ""))
+    typer.echo("\n".join(lines))

@@ -1,0 +1,44 @@
+"""`dal-dist select`: pick the ids to label next (topk, kcenter, hybrid, random, kcenter-init)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from dal_dist.cli import app
+
+
+@app.command("select")
+def select(
+    strategy: str = typer.Option(..., "--strategy", help="topk, kcenter, hybrid, random or kcenter-init."),
+    k: int = typer.Option(..., "--k", help="How many ids to pick."),
+    out: Path = typer.Option(..., "--out", help="Output Parquet: `id` in pick order (+ radius/score)."),
+    scores: Path = typer.Option(None, "--scores", help="Scores dataset (output of `dal-dist score`)."),
+    pool: Path = typer.Option(None, "--pool", help="Raw image pool (kcenter-init only)."),
+    labeled: Path = typer.Option(None, "--labeled", help="Parquet/CSV file of labeled ids (existing centers)."),
+    by: str = typer.Option(None, "--by", help="Score column for topk/hybrid (higher = more worth labeling)."),
+    candidates: int = typer.Option(None, "--candidates", help="hybrid: top-M rows that k-center sees."),
+    seed: int = typer.Option(0, "--seed", help="random; k-center's first center when nothing is labeled."),
+    distributed: bool = typer.Option(False, "--distributed", help="k-center on Ray shard actors."),
+    workers: int = typer.Option(2, "--workers", help="Shard actors with --distributed."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda."),
+    storage_dtype: str = typer.Option(None, "--storage-dtype",
+                                      help="k-center storage: float32, float16, bfloat16 (default: as stored)."),
+    address: str = typer.Option(None, "--address", help="Ray address with --distributed (default: local)."),
+) -> None:
+    """Write the selection Parquet atomically; print a one-line JSON summary."""
+    from dal_dist.selection import select as run_select
+    from dal_dist.selection import write_selection
+
+    if distributed:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address)
+    table = run_select(strategy, k, scores=scores, pool=pool, labeled=labeled, by=by, candidates=candidates,
+                       seed=seed, distributed=distributed, workers=workers, device=device,
+                       storage_dtype=storage_dtype)
+    write_selection(table, out)
+    typer.echo(json.dumps({"strategy": strategy, "k": table.num_rows, "out": str(out)}))
