@@ -131,7 +131,7 @@ class ResNet18(DALModel):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             h = layer(h)
             levels.append(h)
-        return torch.flatten(F.adaptive_avg_pool2d(h, 1), 1), levels
+        return h.mean(dim=(2, 3)), levels  # = global average pool; deterministic CUDA backward
 
     def head(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(f))
