@@ -281,7 +281,7 @@ def import_labels(run_dir: str | os.PathLike, file: str | os.PathLike) -> dict[s
     from dal_dist import loop
     from dal_dist.ledger import LabelLedger
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     with loop.RunLock(run_dir):
         state = loop.load_run_state(run_dir)
         r = loop.pending_label_round(run_dir)

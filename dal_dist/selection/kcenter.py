@@ -22,7 +22,7 @@ Exactness argument (why the picks equal a float64 brute force on the stored valu
   nearer).  Unverified rows (near-ties) are checked against the whole labeled set lazily, only when
   they reach the top of the argmax; verifying the argmax until it is a verified row gives the exact
   argmax because stored values only over-estimate.
-* Ties are broken by the lowest row index (`torch.argmax` returns the first maximum).
+* Ties are broken by the lowest row index (`np.argmax` returns the first maximum; shards report their lowest).
 With float16/bfloat16 storage the embeddings (labeled too) are rounded once on load; the picks are
 then exact for the rounded vectors.
 """
@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from dal_dist.errors import DalDistError
 
@@ -55,6 +54,8 @@ def as_storage(embeddings: np.ndarray, storage_dtype: str | None = None) -> np.n
     if storage_dtype == "bfloat16":
         if x.dtype == np.uint16:
             return np.ascontiguousarray(x)
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16).view(torch.uint16).numpy()
     return np.ascontiguousarray(x, dtype=np.dtype(storage_dtype))
 
@@ -189,6 +190,8 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
     cache-sized blocks to float32 then gemv (numpy's half conversion is ~10x slower).  CUDA: the
     embeddings are copied to the GPU once and the GEMV runs there (TF32 is not used by mv).
     """
+    import torch  # imported here: shard actors on float32/CPU never need it
+
     dev = "cuda" if device in (None, "auto") and torch.cuda.is_available() else (device or "cpu")
     if dev == "auto":
         dev = "cpu"

@@ -1,0 +1,77 @@
+"""`dal-dist run`, `dal-dist status`, `dal-dist labels import`: thin calls into dal_dist.loop and dal_dist.oracle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from dal_dist.cli import app
+from dal_dist.errors import DalDistError
+
+labels_app = typer.Typer(no_args_is_help=True, help="Human labels: import a labeled file into a run's ledger.")
+app.add_typer(labels_app, name="labels")
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Option(None, "--config", help="Run config YAML (with --resume: checked against the run's)."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (overrides `run_dir` in the config)."),
+    resume: Path = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-step progress lines."),
+) -> None:
+    """Run active-learning rounds (train → evaluate → score → select → label) until done or waiting for labels."""
+    from dal_dist.config import load_config
+    from dal_dist.loop import run as run_loop
+
+    cfg = load_config(config) if config is not None else None
+    if resume is not None:
+        if run_dir is not None and run_dir.resolve() != resume.resolve():
+            raise DalDistError(f"--resume {resume} and --run-dir {run_dir} name different directories")
+        target = resume
+    else:
+        if cfg is None:
+            raise DalDistError("give --config FILE to start a run, or --resume RUN_DIR to continue one")
+        target = run_dir or (Path(cfg.run_dir) if cfg.run_dir else None)
+        if target is None:
+            raise DalDistError(f"{config}: no run directory: set `run_dir` in the config or pass --run-dir")
+    log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
+    outcome = run_loop(cfg, target, resume=resume is not None, log=log)
+    typer.echo(outcome.message)
+
+
+@app.command("status")
+def status(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Rounds done, labels used, latest metrics, and what happens next."""
+    from dal_dist.loop import run_status
+
+    st = run_status(run_dir)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    m = st["latest_metrics"] or {}
+    acc = m.get("test_accuracy")
+    typer.echo(f"run {st['run_dir']} ({st['strategy']}, {st['oracle']} oracle)"
+               f"{' [a driver holds the lock]' if st['locked'] else ''}")
+    typer.echo(f"rounds completed: {st['rounds_completed']} / {st['rounds_total']}; labels: {st['labels']}")
+    if m:
+        typer.echo(f"latest: round {m.get('round')}, {m.get('labels')} labels, test accuracy "
+                   f"{'n/a' if acc is None else f'{acc:.4f}'}")
+    typer.echo(f"next: {st['next_action']}")
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Path = typer.Argument(..., help="CSV (id,label) or Label Studio export JSON."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Run directory waiting for labels."),
+) -> None:
+    """Validate a label file against the pending round and append it to the ledger (all rows or none)."""
+    from dal_dist.oracle import import_labels
+
+    res = import_labels(run_dir, file)
+    typer.echo(f"round {res['round']}: {res['labels']} labels added to {res['ledger']}; "
+               f"continue with `dal-dist run --resume {run_dir}`")
