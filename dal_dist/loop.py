@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -390,6 +391,7 @@ class _Driver:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the step log
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
         except AttributeError:

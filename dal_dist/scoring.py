@@ -94,7 +94,7 @@ class BatchScorer:
                 is_labeled = np.zeros(batch.num_rows, dtype=bool)
         else:
             is_labeled = np.zeros(batch.num_rows, dtype=bool)
-        decoded = decode_images(batch, size=None, channels=None)
+        decoded = decode_images(batch, size=None, channels=self.config.in_channels)
         if len(decoded.reject_ids):
             self._write_rejects(decoded.reject_ids, decoded.reject_reasons)
             keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)

@@ -217,7 +217,9 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
     if tdtype == torch.float32:
         return lambda c32, out: np.dot(x, c32, out=out)
     xt = torch.from_numpy(x).view(tdtype)
-    buf = torch.empty((8192, x.shape[1]))  # ~4 MB at d=128: stays in L2/L3 between copy and mv
+    # ~4 MB float32 block: stays in cache between copy and mv; each block is two OpenMP regions, so
+    # on an oversubscribed host (other jobs on the cores) this path degrades far more than float32's.
+    buf = torch.empty((max(1024, (4 << 20) // (4 * x.shape[1])), x.shape[1]))
 
     def gemv_half(c32: np.ndarray, out: np.ndarray) -> np.ndarray:
         c = torch.from_numpy(c32)
