@@ -62,6 +62,7 @@ CRASH_ENV = "DAL_DIST_TEST_CRASH_AT"  # tests: "round2:score" dies at the step's
 INITIAL_STEPS = ("select", "label", "manifest")
 ROUND_STEPS = ("train", "evaluate", "score", "select", "label", "manifest")
 FINAL_STEPS = ("train", "evaluate", "manifest")
+RAY_STEP_ATTEMPTS = 3  # train/score attempts before a cluster failure ends the driver (resume retries more)
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -284,6 +285,8 @@ def run(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = Fal
     run_dir = Path(run_dir).resolve()
     if config is None and not resume:
         raise DalDistError("a new run needs a config (`dal-dist run --config FILE`)")
+    if resume:
+        _read_stored_config(run_dir)  # a clear error for a wrong path, before anything is created there
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         state = _start(config, run_dir, resume)
@@ -308,11 +311,13 @@ def _start(config: RunConfig | None, run_dir: Path, resume: bool) -> RunState:
                                f"`dal-dist run --resume {run_dir}` or choose a new --run-dir")
         assert config is not None
         cfg, h = config, config.config_hash()
+    _clear_scratch(run_dir)
+    state = _resolve_state(run_dir, cfg, h)  # a bad pool fails here, before the run directory claims a config
+    if not resume:
         body = cfg.model_dump(mode="json")
         write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(body, sort_keys=False).encode())
         write_json_atomic(stored_path, {"config_hash": h, "config": body})
-    _clear_scratch(run_dir)
-    return _resolve_state(run_dir, cfg, h)
+    return state
 
 
 def _clear_scratch(run_dir: Path) -> None:
@@ -374,12 +379,30 @@ class _Driver:
                 continue
             _crash_hook(r, step)
             t0 = time.monotonic()
-            getattr(self, f"_{step}")(r, rd)
+            try:
+                self._run_step(r, step, rd)
+            except OSError as e:  # full disk, permissions: the step's output was never published
+                raise DalDistError(f"round {r}: step {step} failed ({e}); the outputs of earlier steps are intact, "
+                                   f"fix the cause and run `dal-dist run --resume {self.run_dir}`") from e
             seconds = time.monotonic() - t0
             self.log(f"round {r}: {step} done in {seconds:.1f} s")
             if step != "manifest":
                 timings = _read_json(rd / "timings.json") or {}
                 write_json_atomic(rd / "timings.json", {**timings, step: round(seconds, 3)})
+
+    def _run_step(self, r: int, step: str, rd: Path) -> None:
+        """Run one step; a Ray step that fails for a cluster reason (a worker or node lost) is redone from
+        scratch, which is safe because it is deterministic and publishes nothing until it succeeds."""
+        for attempt in range(1, RAY_STEP_ATTEMPTS + 1):
+            try:
+                return getattr(self, f"_{step}")(r, rd)
+            except (DalDistError, OSError, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                if step not in ("train", "score") or attempt == RAY_STEP_ATTEMPTS:
+                    raise
+                self.log(f"round {r}: {step} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"retrying ({attempt + 1}/{RAY_STEP_ATTEMPTS})")
 
     def _ensure_ray(self) -> None:
         import ray
@@ -391,11 +414,11 @@ class _Driver:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the step log
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
         except AttributeError:
             pass
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the step log
 
     # ------------------------------------------------------------------ steps
     def _train(self, r: int, rd: Path) -> None:

@@ -18,7 +18,9 @@ PYTHON=${PYTHON:-.venv/bin/python}
 BIN=$(cd "$(dirname "$PYTHON")" && pwd)
 RAY="$BIN/ray"
 TAG=${MULTINODE_TAG:-dalmn-$$-$RANDOM}
-TMP=$(mktemp -d /tmp/dalmn-XXXXXX)   # short: Ray's unix sockets live under it (108-byte limit)
+[[ $TAG =~ ^[A-Za-z0-9_.-]{1,40}$ ]] || { echo "multinode: MULTINODE_TAG must be 1-40 of [A-Za-z0-9_.-]" >&2; exit 2; }
+SUBMIT=
+TMP=$(mktemp -d "/tmp/$TAG.XXXX")   # short: Ray's unix sockets live under it (108-byte limit)
 WORK=${WORK:-$TMP/work}
 mkdir -p "$WORK"
 
@@ -32,6 +34,7 @@ tagged_pids() {
 teardown() {
   local rc=$? pids i
   trap - EXIT INT TERM
+  [ -n "${SUBMIT:-}" ] && kill "$SUBMIT" 2>/dev/null
   for i in 1 2 3 4 5 6 7 8 9 10; do
     pids=$(tagged_pids)
     [ -z "$pids" ] && break
@@ -80,11 +83,17 @@ node_start --address "127.0.0.1:$PORT" >"$TMP/node2.log" 2>&1 || { cat "$TMP/nod
 echo "multinode: 2 nodes up" >&2
 
 # The job: same flags as `dal-dist score`; 2 actors, spread over the 2 nodes by Ray Data.
-"$RAY" job submit --address "http://127.0.0.1:$DASH" --submission-id "$TAG-score" --working-dir . \
-  --runtime-env-json '{"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
+# --cpus-per-worker 0: Ray Data's file listing needs one whole CPU free on one node, which 0.5 CPU
+# per actor on each 1-CPU node would not leave (see dal_dist.placement.plan_cpus).
+# Run in the background and `wait`: bash runs the INT/TERM trap only between commands.
+timeout "${JOB_TIMEOUT:-600}" "$RAY" job submit --address "http://127.0.0.1:$DASH" --submission-id "$TAG-score" \
+  --working-dir . --runtime-env-json '{"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
   -- python jobs/score_pool.py --pool "$WORK/pool" --checkpoint "$WORK/model.pt" --out "$WORK/scores" \
-  --acquisition bald,entropy --mc-samples 5 --workers 2 --batch-size 128 >"$WORK/job.log" 2>&1 \
-  || { cat "$WORK/job.log" >&2; exit 1; }
+  --acquisition bald,entropy --mc-samples 5 --workers 2 --cpus-per-worker 0 --batch-size 128 \
+  >"$WORK/job.log" 2>&1 &
+SUBMIT=$!
+wait "$SUBMIT" || { cat "$WORK/job.log" >&2; exit 1; }
+SUBMIT=
 
 # The job's summary is its last JSON line; the output must hold exactly one row per pool id.
 SUMMARY=$(grep '^{' "$WORK/job.log" | tail -n 1)

@@ -200,3 +200,27 @@ def test_balanced_sample_and_round_seeds_are_deterministic():
     assert a.tolist() == b.tolist() and len(set(a.tolist())) == 10
     assert sorted(np.bincount(labels[a]).tolist()) == [2, 2, 3, 3]
     assert round_seed(0, 1, "train") == round_seed(0, 1, "train") != round_seed(0, 2, "train")
+
+
+def test_failed_manifest_write_keeps_state_and_resume_finishes(pools, tmp_path, monkeypatch):
+    """A write that fails (injected ENOSPC) leaves the ledger and earlier outputs readable; resume completes."""
+    import dal_dist.loop as loop
+
+    monkeypatch.setattr(loop, "last_round", lambda cfg: 0)  # round 0 only: no training needed here
+    real = loop.write_json_atomic
+
+    def full_disk(path, obj):
+        if Path(path).name == "manifest.json":
+            raise OSError(28, "No space left on device")
+        return real(path, obj)
+
+    monkeypatch.setattr(loop, "write_json_atomic", full_disk)
+    cfg = parse_config(small_config(*pools))
+    with pytest.raises(DalDistError, match=r"round 0: step manifest failed .*No space left.*--resume"):
+        run(cfg, tmp_path)
+    assert LabelLedger(tmp_path).count() == INITIAL and not (tmp_path / "rounds" / "000" / "manifest.json").exists()
+    assert not list(tmp_path.rglob(".*.tmp"))
+    monkeypatch.setattr(loop, "write_json_atomic", real)
+    assert run(None, tmp_path, resume=True).status == "done"
+    assert LabelLedger(tmp_path).count() == INITIAL  # the label step was not applied twice
+    assert json.loads((tmp_path / "rounds" / "000" / "manifest.json").read_text())["labels_count"] == INITIAL

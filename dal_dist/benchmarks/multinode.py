@@ -5,7 +5,7 @@ node, token authentication on (a fresh token per cluster), every process of a cl
 through its environment so that teardown kills exactly those processes and never another
 session's Ray (no global `ray stop`). Prints one JSON line; numbers go to notes, never to asserts.
 
-    python -m dal_dist.benchmarks.multinode [--rows N] [--mc-samples T]
+    python -m dal_dist.benchmarks.multinode [--rows N] [--mc-samples T]   (~3 min: two cluster starts)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def kill_tagged(tag: str, grace_s: float = 5.0) -> int:
 class LocalCluster:
     """A Ray cluster of `ray start` nodes on 127.0.0.1 with free ports, its own temp dir and token."""
 
-    def __init__(self, cpus_per_node: int = 1, python: str | None = None) -> None:
+    def __init__(self, cpus_per_node: int = 1, python: str | None = None, token: str | None = None) -> None:
         self.tag = f"dalmn-{os.getpid()}-{secrets.token_hex(4)}"
         # Short path: Ray's unix sockets live under it and must stay under 108 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="dalmn-", dir="/tmp"))
@@ -91,7 +91,7 @@ class LocalCluster:
         bindir = str(Path(python or sys.executable).parent)
         self.env = {**os.environ, TAG_VAR: self.tag,
                     "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),  # a job's `python` = ours
-                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token or secrets.token_hex(32),
                     "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
         self.ray = str(Path(bindir) / "ray")
         self.port, self.dashboard_port = 0, 0
@@ -143,29 +143,34 @@ def _score_on(nodes: int, pool: Path, ckpt: Path, out: Path, mc_samples: int, ba
     """Start a cluster of `nodes` 1-CPU nodes, score the pool from a driver attached to it, tear down."""
     import ray
 
+    from dal_dist.placement import node_cpus, plan_cpus
     from dal_dist.scoring import score_pool
 
-    with LocalCluster(cpus_per_node=1) as cluster:
+    # The driver's token is read once per process, so both clusters share this process's token.
+    with LocalCluster(cpus_per_node=1, token=os.environ["RAY_AUTH_TOKEN"]) as cluster:
         t = time.time()
         cluster.start(nodes)
         start_s = time.time() - t
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=cluster.env["RAY_AUTH_TOKEN"])
         try:
             ray.init(address=cluster.address, log_to_driver=False)
-            alive = sum(1 for n in ray.nodes() if n["Alive"])
+            cpus = node_cpus(ray.nodes())
+            # Per-node CPU plan: on 1-CPU nodes the actors reserve 0 so file listing can run.
+            reserve, threads = plan_cpus(cpus, nodes, None, None)
             s = score_pool(pool, ckpt, out, acquisitions=["bald"], mc_samples=mc_samples, workers=nodes,
-                           batch_size=batch_size, overwrite=True, progress=False)
+                           cpus_per_worker=reserve, threads_per_worker=threads, batch_size=batch_size,
+                           overwrite=True, progress=False)
         finally:
             ray.shutdown()
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    return {"nodes": alive, "cluster_start_s": round(start_s, 1), "rows": s.rows, "total_s": round(s.seconds, 1),
+    return {"nodes": len(cpus), "node_cpus": cpus, "cpus_per_actor": reserve, "threads_per_actor": threads,
+            "cluster_start_s": round(start_s, 1), "rows": s.rows, "total_s": round(s.seconds, 1),
             "img_s": s.images_per_s, "steady_img_s": s.steady_images_per_s, "startup_s": s.startup_s}
 
 
-def run(rows: int = 12288, mc_samples: int = 20, batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
+def run(rows: int = 16384, mc_samples: int = 20, batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
     """Same synth pool and mnist-cnn checkpoint, scored on one node, then on two."""
+    # Before Ray reads them: this process drives clusters it starts, with a token of its own.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     from dal_dist.models import build_model, default_config, save_checkpoint
     from dal_dist.pool import synth_pool
 
@@ -187,7 +192,7 @@ def run(rows: int = 12288, mc_samples: int = 20, batch_size: int = 256, seed: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=12288)
+    p.add_argument("--rows", type=int, default=16384)
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)

@@ -57,9 +57,9 @@ def status(
     acc = m.get("test_accuracy")
     typer.echo(f"run {st['run_dir']} ({st['strategy']}, {st['oracle']} oracle)"
                f"{' [a driver holds the lock]' if st['locked'] else ''}")
-    typer.echo(f"rounds completed: {st['rounds_completed']} / {st['rounds_total']}; labels: {st['labels']}")
+    typer.echo(f"rounds completed: {st['rounds_completed']} / {st['rounds_total']}; labels in the ledger: {st['labels']}")
     if m:
-        typer.echo(f"latest: round {m.get('round')}, {m.get('labels')} labels, test accuracy "
+        typer.echo(f"latest model: round {m.get('round')}, trained on {m.get('labels')} labels, test accuracy "
                    f"{'n/a' if acc is None else f'{acc:.4f}'}")
     typer.echo(f"next: {st['next_action']}")
 

@@ -1,0 +1,108 @@
+"""Where scoring actors run: the GPU share each one requests, and the `map_batches` kwargs that ask for it.
+
+Pure functions of the flags and the cluster's resource totals, so they are tested without a GPU.
+Ray's rules for a GPU request: any fraction up to 1 (actors then share a card: 0.5 = two per GPU),
+whole numbers above 1. A request the cluster cannot meet right now is allowed (an autoscaler may
+add GPU nodes), but it is reported so a static cluster does not wait silently forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dal_dist.errors import DalDistError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    """What one scoring actor reserves and where its model runs."""
+
+    num_cpus: float
+    num_gpus: float
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.num_gpus > 0 else "cpu"
+
+    def map_batches_kwargs(self) -> dict[str, Any]:
+        """`num_cpus`/`num_gpus` for `Dataset.map_batches` (no `num_gpus` key for a CPU actor)."""
+        kwargs: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus > 0:
+            kwargs["num_gpus"] = self.num_gpus
+        return kwargs
+
+
+def gpus_per_actor(gpus_per_worker: float | None, workers: int, cluster_gpus: float) -> float:
+    """GPUs each scoring actor requests.
+
+    `gpus_per_worker` None means auto: 0 on a CPU cluster; on a GPU cluster the GPUs are shared
+    evenly, at most one per actor (4 actors on 2 GPUs: 0.5 each; 2 actors on 8 GPUs: 1 each).
+    An explicit value is validated against Ray's rules and used as given (0 forces CPU).
+    """
+    if workers < 1:
+        raise DalDistError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_worker is None:
+        if cluster_gpus <= 0:
+            return 0.0
+        return min(1.0, _floor_fraction(cluster_gpus / workers))
+    g = float(gpus_per_worker)
+    if g < 0:
+        raise DalDistError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    if g > 1 and not g.is_integer():
+        raise DalDistError(f"--gpus-per-worker above 1 must be a whole number (Ray's rule), got {gpus_per_worker}")
+    if g > 0 and g * workers > cluster_gpus + 1e-9:
+        log.warning("%d workers x %g GPUs need %g GPUs; the cluster has %g now: actors wait for an "
+                    "autoscaler to add GPU nodes (or forever on a fixed cluster)",
+                    workers, g, g * workers, cluster_gpus)
+    return g
+
+
+def plan_actor_resources(cluster: dict[str, float], workers: int, gpus_per_worker: float | None,
+                         cpus_per_worker: float) -> ActorResources:
+    """Combine the CPU reservation (`scoring.plan_resources`) with the GPU share for one actor.
+
+    `cluster` is `ray.cluster_resources()`. A GPU actor still decodes its batches on the host: it
+    keeps the CPU reservation the planner gave it, so the card is not starved by its own input.
+    """
+    return ActorResources(num_cpus=float(cpus_per_worker),
+                          num_gpus=gpus_per_actor(gpus_per_worker, workers, float(cluster.get("GPU", 0.0))))
+
+
+def plan_cpus(node_cpus: list[float], workers: int, cpus_per_worker: float | None,
+              threads_per_worker: int | None) -> tuple[float, int]:
+    """CPUs each actor reserves and torch threads it runs, on a cluster of nodes with these CPU counts.
+
+    The multi-node form of `scoring.plan_resources`: Ray Data's file-listing task needs one whole
+    CPU *on one node*. With actors spread over two 1-CPU nodes, 0.5 CPU each (what a cluster-wide
+    total of 2 suggests) leaves 0.5 free on each node and the listing task waits forever. Default
+    reservation c = (smallest node - 1) / ceil(workers / nodes): some node holds at most
+    ceil(workers / nodes) actors (pigeonhole), so it keeps >= 1 CPU free. Threads: the CPUs of a
+    node shared by the actors on it, at least 1.
+    """
+    if workers < 1:
+        raise DalDistError(f"--workers must be >= 1, got {workers}")
+    nodes = [c for c in node_cpus if c > 0] or [1.0]
+    per_node = -(-workers // len(nodes))  # ceil: actors the fullest node holds under SPREAD
+    if cpus_per_worker is None:
+        cpus_per_worker = min(1.0, max(0.0, (min(nodes) - 1.0) / per_node))
+    if cpus_per_worker < 0:
+        raise DalDistError(f"--cpus-per-worker must be >= 0, got {cpus_per_worker}")
+    if cpus_per_worker * per_node + 1.0 > max(nodes) + 1e-9:  # even the biggest node would be left < 1 CPU
+        raise DalDistError(f"--cpus-per-worker {cpus_per_worker} x --workers {workers} leaves no node a free CPU "
+                           f"for reading the pool (node CPUs: {sorted(nodes)})")
+    threads = threads_per_worker or max(1, int(min(nodes) // per_node))
+    return float(cpus_per_worker), int(threads)
+
+
+def node_cpus(nodes: list[dict[str, Any]]) -> list[float]:
+    """CPU counts of the alive nodes in `ray.nodes()`."""
+    return [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive")]
+
+
+def _floor_fraction(x: float) -> float:
+    """Round a GPU share down to 1/100: Ray accounts fractions in fixed point, shares must sum to <= 1."""
+    return max(0.01, int(x * 100) / 100)
