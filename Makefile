@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= .demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench multinode bench-multinode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/dal-dist bench scoring
 	$(BIN)/dal-dist bench kcenter
+
+# A real two-node Ray cluster on 127.0.0.1 (ray start + ray job submit), torn down afterwards.
+multinode: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/multinode.sh
+
+bench-multinode: $(STAMP)
+	$(BIN)/python -m dal_dist.benchmarks.multinode
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -209,7 +209,7 @@ class _Progress:
 
 def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                acquisitions: str | list[str] = "bald", mc_samples: int = 20, workers: int = 1,
-               gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None,
+               gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
                threads_per_worker: int | None = None,
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
@@ -259,8 +259,10 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     tracker = ray.remote(num_cpus=0)(_Progress).remote()
-    cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
-    cpus, threads = plan_resources(cluster_cpus, workers, cpus_per_worker, threads_per_worker)
+    from dal_dist.placement import node_cpus, plan_actor_resources, plan_cpus
+
+    cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
+    res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
     io_args = {"num_cpus": IO_TASK_CPUS}
     try:
         ctx = ray.data.DataContext.get_current()
@@ -280,9 +282,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                 labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=embed_labeled,
                 embedding_source=embedding_source, embedding_dtype=embedding_dtype, seed=seed,
                 threads=threads, rejects_dir=str(staging / REJECTS_DIR), progress=tracker,
-                device="cuda" if gpus_per_worker > 0 else "cpu"),
+                device=res.device),
             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cpus, num_gpus=gpus_per_worker or None,
+            **res.map_batches_kwargs(),
         )
         _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64,
                                                     ray_remote_args=io_args),
@@ -303,25 +305,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                         out=str(out), workers=workers)
 
 
-IO_TASK_CPUS = 0.25  # read/write tasks are light; they must still fit beside the scoring actors
-
-
-def plan_resources(cluster_cpus: float, workers: int, cpus_per_worker: float | None,
-                   threads_per_worker: int | None) -> tuple[float, int]:
-    """CPUs each actor reserves and torch threads it runs.
-
-    Actors never reserve every CPU: Ray Data's file listing task asks for a whole CPU and the read
-    and write tasks for `IO_TASK_CPUS`, so a pool of actors holding every CPU stalls forever waiting
-    for input that can never be read. By default the actors share all CPUs but one; torch threads =
-    the CPUs an actor may actually keep busy (reservations are bookkeeping, threads are the work).
-    """
-    if cpus_per_worker is None:
-        cpus_per_worker = min(1.0, max(0.0, (cluster_cpus - 1.0) / workers))
-    if cpus_per_worker * workers + 1.0 > cluster_cpus + 1e-9:
-        raise DalDistError(f"--cpus-per-worker {cpus_per_worker} x --workers {workers} leaves no CPU for "
-                           f"reading the pool on a cluster of {cluster_cpus:g} CPUs")
-    threads = threads_per_worker or max(1, int(cluster_cpus // workers))
-    return float(cpus_per_worker), int(threads)
+# Read/write tasks are light; they must still fit beside the scoring actors. Actors never reserve every
+# CPU of a node: Ray Data's file-listing task asks for a whole one (see `placement.plan_cpus`).
+IO_TASK_CPUS = 0.25
 
 
 def _block_bytes(pool_bytes: int, rows: int, workers: int, batch_size: int) -> int:

@@ -83,13 +83,13 @@ node_start --address "127.0.0.1:$PORT" >"$TMP/node2.log" 2>&1 || { cat "$TMP/nod
 echo "multinode: 2 nodes up" >&2
 
 # The job: same flags as `dal-dist score`; 2 actors, spread over the 2 nodes by Ray Data.
-# --cpus-per-worker 0: Ray Data's file listing needs one whole CPU free on one node, which 0.5 CPU
-# per actor on each 1-CPU node would not leave (see dal_dist.placement.plan_cpus).
+# The default CPU reservation keeps a whole CPU free on some node for Ray Data's file listing
+# (dal_dist.placement.plan_cpus): on two 1-CPU nodes each actor reserves 0 and runs 1 thread.
 # Run in the background and `wait`: bash runs the INT/TERM trap only between commands.
 timeout "${JOB_TIMEOUT:-600}" "$RAY" job submit --address "http://127.0.0.1:$DASH" --submission-id "$TAG-score" \
   --working-dir . --runtime-env-json '{"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
   -- python jobs/score_pool.py --pool "$WORK/pool" --checkpoint "$WORK/model.pt" --out "$WORK/scores" \
-  --acquisition bald,entropy --mc-samples 5 --workers 2 --cpus-per-worker 0 --batch-size 128 \
+  --acquisition bald,entropy --mc-samples 5 --workers 2 --batch-size 128 \
   >"$WORK/job.log" 2>&1 &
 SUBMIT=$!
 wait "$SUBMIT" || { cat "$WORK/job.log" >&2; exit 1; }

@@ -14,7 +14,8 @@ from PIL import Image
 
 from dal_dist.errors import DalDistError
 from dal_dist.models import build_model, default_config, save_checkpoint
-from dal_dist.scoring import BatchScorer, plan_resources, read_scores_table, score_pool
+from dal_dist.placement import plan_cpus
+from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
 
 ACQ = ["bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std"]
 
@@ -178,9 +179,11 @@ def test_structural_errors_stop_before_any_work(tmp_path, ckpt, mnist_test_dir):
 
 
 def test_resource_plan_never_reserves_every_cpu():
-    cpus, threads = plan_resources(2, 2, None, None)
+    cpus, threads = plan_cpus([2.0], 2, None, None)
     assert cpus * 2 <= 1.0 and threads == 1
-    cpus, threads = plan_resources(2, 1, None, None)
+    cpus, threads = plan_cpus([2.0], 1, None, None)
     assert cpus == 1.0 and threads == 2
-    with pytest.raises(DalDistError, match="leaves no CPU"):
-        plan_resources(2, 2, 1.0, None)
+    cpus, _ = plan_cpus([1.0, 1.0], 2, None, None)  # one actor per 1-CPU node: it must reserve nothing
+    assert cpus == 0.0
+    with pytest.raises(DalDistError, match="leaves no node a free CPU"):
+        plan_cpus([2.0], 2, 1.0, None)

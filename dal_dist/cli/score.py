@@ -20,7 +20,9 @@ def score(
                                     "--acquisition", help="Comma list of acquisition functions."),
     mc_samples: int = typer.Option(20, "--mc-samples", help="T, MC-dropout samples of the head."),
     workers: int = typer.Option(1, "--workers", help="Scoring actors."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per actor (fractions allowed)."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker",
+                                          help="GPUs per actor (fractions allowed; default: share the "
+                                               "cluster's GPUs, none on a CPU cluster; 0 forces CPU)."),
     cpus_per_worker: float = typer.Option(None, "--cpus-per-worker",
                                           help="CPUs reserved per actor (default: share the cluster, keep room for reads)."),
     threads_per_worker: int = typer.Option(None, "--threads-per-worker", help="torch threads per actor."),
