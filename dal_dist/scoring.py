@@ -188,25 +188,6 @@ def _load_checkpoint_bytes(data: bytes, loader: Any) -> Any:
         return loader(tmp.name)
 
 
-class _Progress:
-    """Tiny actor the scorers report to: a live progress bar and first/last-batch timestamps."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.first: float | None = None
-        self.first_rows = 0
-        self.last: float | None = None
-
-    def report(self, n: int, t: float) -> None:
-        if self.first is None:
-            self.first, self.first_rows = t, n
-        self.rows += n
-        self.last = max(t, self.last or t)
-
-    def get(self) -> tuple[int, float | None, int, float | None]:
-        return self.rows, self.first, self.first_rows, self.last
-
-
 def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                acquisitions: str | list[str] = "bald", mc_samples: int = 20, workers: int = 1,
                gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
@@ -258,7 +239,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     labeled_ref = ray.put(labeled_ids) if labeled_ids is not None else None
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    tracker = ray.remote(num_cpus=0)(_Progress).remote()
+    from dal_dist.progress import ProgressCounter
+
+    tracker = ray.remote(num_cpus=0)(ProgressCounter).remote()
     from dal_dist.placement import node_cpus, plan_actor_resources, plan_cpus
 
     cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
@@ -272,7 +255,10 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
         ctx.target_max_block_size = _block_bytes(info.bytes, info.rows, workers, batch_size)
         ctx.target_min_block_size = min(saved[0] or 1 << 20, ctx.target_max_block_size // 2)
         try:
-            ds = ray.data.read_parquet([str(f) for f in files], **io_args).select_columns(_read_columns(files))
+            # One read task per actor keeps up with scoring (decode is vectorised) and, on a small
+            # machine, avoids booting a crowd of reader processes that compete with the actors' start.
+            ds = ray.data.read_parquet([str(f) for f in files], concurrency=workers,
+                                       **io_args).select_columns(_read_columns(files))
         finally:
             ctx.target_min_block_size, ctx.target_max_block_size = saved
         ds = ds.map_batches(
@@ -287,7 +273,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
             **res.map_batches_kwargs(),
         )
         _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64,
-                                                    ray_remote_args=io_args),
+                                                    ray_remote_args=io_args, concurrency=workers),
                            tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
         rows, first, first_rows, last = ray.get(tracker.get.remote())
         written, rejects = _verify_staging(staging, expected)
