@@ -11,6 +11,8 @@ Example (see `examples/quickstart.yaml`)::
     rounds: 3                      # or total_budget: labels in the ledger at the end (initial included)
     train: {epochs: 50, batch_size: 64, lr: 0.001}
     workers: 1                     # scoring actors
+    executor: ray                  # or local: train + score in the driver process (small pools)
+    stop_at_accuracy: null         # e.g. 0.95: stop at the first round whose model reaches it
     seed: 0
     oracle: simulated              # or human
     run_dir: null                  # `--run-dir` overrides
@@ -60,6 +62,8 @@ class StrategySection(_Strict):
     candidates: int | None = Field(None, ge=1, description="hybrid: top-M rows k-center sees (default 10×budget)")
     ll_subset: int = Field(10_000, ge=1, description="learning_loss: random unlabeled subset scored "
                                                      "each round (Yoo & Kweon 2019)")
+    subset: int | None = Field(None, ge=1, description="uncertainty strategies: score only a random unlabeled "
+                               "subset of this size each round (Gal et al. 2017 used 2,000); null: all")
     mc_samples: int = Field(20, ge=2, description="MC-dropout samples T")
     distributed: bool = Field(False, description="kcenter/hybrid: sharded k-center on Ray actors")
 
@@ -67,6 +71,9 @@ class StrategySection(_Strict):
     def _options_fit(self) -> "StrategySection":
         if self.by is not None and self.name != "hybrid":
             raise ValueError(f"`by` is only used by strategy hybrid (strategy {self.name} scores by its own name)")
+        if self.subset is not None and self.name not in UNCERTAINTY:
+            raise ValueError(f"`subset` applies to the uncertainty strategies {list(UNCERTAINTY)}, not {self.name} "
+                             f"(learning_loss has ll_subset; k-center needs every embedding)")
         if self.candidates is not None and self.name != "hybrid":
             raise ValueError(f"`candidates` is only used by strategy hybrid, not {self.name}")
         return self
@@ -97,6 +104,11 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     final_train: bool = Field(True, description="after the last round, train + evaluate once more on all labels")
     workers: int = Field(1, ge=1, description="scoring actors")
+    executor: Literal["ray", "local"] = Field(
+        "ray", description="ray: Ray Train + Ray Data actors; local: train and score in the driver process "
+                           "(small pools and experiments, where starting Ray workers costs more than the work)")
+    stop_at_accuracy: float | None = Field(
+        None, gt=0, le=1, description="end the run at the first round whose model reaches this test accuracy")
     seed: int = Field(0, ge=0)
     oracle: Literal["simulated", "human"] = "simulated"
     run_dir: str | None = None
@@ -113,6 +125,10 @@ class RunConfig(_Strict):
                              "use random or kcenter with oracle: human")
         if self.strategy.name == "learning_loss" and not self.train.learning_loss:
             self.train = self.train.model_copy(update={"learning_loss": True})
+        if self.executor == "local" and self.strategy.distributed:
+            raise ValueError("strategy.distributed (sharded k-center on Ray actors) needs executor: ray")
+        if self.executor == "local" and self.train.workers != 1:
+            raise ValueError(f"train.workers={self.train.workers} needs executor: ray (local trains in one process)")
         if self.strategy.name != "learning_loss" and self.train.learning_loss:
             raise ValueError("train.learning_loss is only meaningful with strategy learning_loss")
         return self
@@ -174,9 +190,9 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """Make pool/test_pool/run_dir absolute relative to `base` (builtins stay as they are)."""
+    """Make pool/test_pool/run_dir absolute relative to `base` (builtins and URIs such as s3://... stay as they are)."""
     def fix(p: str | None) -> str | None:
-        if p is None or p.startswith("builtin:"):
+        if p is None or p.startswith("builtin:") or "://" in p:
             return p
         return str((base / Path(p).expanduser()).resolve())
 

@@ -107,14 +107,32 @@ def step_done(run_dir: Path, cfg: RunConfig, r: int, step: str) -> bool:
     raise ValueError(step)
 
 
+def reached_target(run_dir: Path, cfg: RunConfig, r: int) -> bool:
+    """Whether round r's model met `stop_at_accuracy` (its evaluation is on disk): the run ends there."""
+    if cfg.stop_at_accuracy is None or r == 0:
+        return False
+    m = _read_json(round_dir(run_dir, r) / "metrics.json")
+    return bool(m) and m.get("test_accuracy") is not None and m["test_accuracy"] >= cfg.stop_at_accuracy
+
+
+def remaining_steps(run_dir: Path, cfg: RunConfig, r: int) -> tuple[str, ...]:
+    """Steps of round r still to run in order; a round that reached the target only writes its manifest."""
+    steps = steps_of(cfg, r)
+    if reached_target(run_dir, cfg, r):
+        steps = tuple(s for s in steps if s in ("train", "evaluate", "manifest"))
+    return tuple(s for s in steps if not step_done(run_dir, cfg, r, s))
+
+
 def next_step(run_dir: Path, cfg: RunConfig) -> tuple[int, str] | None:
     """(round, step) that runs next, or None when the run is complete."""
     for r in range(last_round(cfg) + 1):
         if step_done(run_dir, cfg, r, "manifest"):
+            if reached_target(run_dir, cfg, r):
+                return None
             continue
-        for step in steps_of(cfg, r):
-            if not step_done(run_dir, cfg, r, step):
-                return r, step
+        steps = remaining_steps(run_dir, cfg, r)
+        if steps:
+            return r, steps[0]
     return None
 
 
@@ -156,8 +174,8 @@ class RunState:
     run_dir: Path
     config: RunConfig
     config_hash: str
-    pool: Path
-    test_pool: Path | None
+    pool: Path | str  # a local path or a URI (s3://, file://, ...; see dal_dist.fs)
+    test_pool: Path | str | None
     num_classes: int
     class_names: list[str]
     image_shape: tuple[int, int, int] | None
@@ -195,9 +213,17 @@ def _resolve_state(run_dir: Path, cfg: RunConfig, config_hash: str) -> RunState:
 
 def load_run_state(run_dir: str | os.PathLike) -> RunState:
     """The state of an existing run directory, from its `config.json`."""
-    run_dir = Path(run_dir).resolve()
+    run_dir = local_run_dir(run_dir)
     stored = _read_stored_config(run_dir)
     return _resolve_state(run_dir, stored[0], stored[1])
+
+
+def local_run_dir(run_dir: str | os.PathLike) -> Path:
+    """A run directory as an absolute local path: a plain path or file:// URI; object stores are refused
+    (the driver needs an exclusive fcntl lock and atomic renames, see dal_dist.fs.require_local)."""
+    from dal_dist.fs import require_local
+
+    return require_local(run_dir, "a run directory").resolve()
 
 
 def _read_stored_config(run_dir: Path) -> tuple[RunConfig, str]:
@@ -215,7 +241,7 @@ def _read_stored_config(run_dir: Path) -> tuple[RunConfig, str]:
 
 def pending_label_round(run_dir: str | os.PathLike) -> int | None:
     """The round waiting for human labels (its selection exists, the ledger lacks it), if any."""
-    run_dir = Path(run_dir)
+    run_dir = local_run_dir(run_dir)
     cfg, _ = _read_stored_config(run_dir)
     if cfg.oracle != "human":
         raise DalDistError(f"{run_dir}: this run uses the simulated oracle; it takes no label files")
@@ -224,7 +250,7 @@ def pending_label_round(run_dir: str | os.PathLike) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------ images
-def pool_images(pool: Path, ids: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
+def pool_images(pool: Path | str, ids: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
     """uint8 N×H×W×C images of `ids` in that order (one streaming pass; labels are not read)."""
     from dal_dist.pool import DECODE_COLUMNS, decode_images, iter_batches
 
@@ -247,7 +273,7 @@ def pool_images(pool: Path, ids: np.ndarray, shape: tuple[int, int, int] | None)
     return np.stack([found[int(i)] for i in ids])
 
 
-def pool_images_and_labels(pool: Path, shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+def pool_images_and_labels(pool: Path | str, shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Every image and label of a (test) pool, decoded to `shape`."""
     from dal_dist.pool import DECODE_COLUMNS, decode_images, iter_batches
 
@@ -282,7 +308,7 @@ class _Paused(Exception):
 def run(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = False,
         log: Callable[[str], None] | None = None) -> RunOutcome:
     """Start (or with `resume`, continue) a run in `run_dir`; returns when done or waiting for human labels."""
-    run_dir = Path(run_dir).resolve()
+    run_dir = local_run_dir(run_dir)
     if config is None and not resume:
         raise DalDistError("a new run needs a config (`dal-dist run --config FILE`)")
     if resume:
@@ -364,6 +390,10 @@ class _Driver:
         try:
             for r in range(last_round(self.cfg) + 1):
                 self._round(r)
+                if reached_target(self.run_dir, self.cfg, r):
+                    n = self.ledger.count()
+                    return RunOutcome("done", f"run complete: round {r}'s model reached test accuracy "
+                                              f"{self.cfg.stop_at_accuracy} ({n} labels in {self.ledger.dir})")
         except _Paused as p:
             return RunOutcome("waiting_for_labels", p.message, p.round)
         n = self.ledger.count()
@@ -375,7 +405,7 @@ class _Driver:
             return
         rd.mkdir(parents=True, exist_ok=True)
         for step in steps_of(self.cfg, r):
-            if step_done(self.run_dir, self.cfg, r, step):
+            if step not in remaining_steps(self.run_dir, self.cfg, r):
                 continue
             _crash_hook(r, step)
             t0 = time.monotonic()
@@ -441,11 +471,13 @@ class _Driver:
         train_cfg = self.cfg.train.model_copy(update={"seed": round_seed(self.cfg.seed * 7919 + self.cfg.train.seed,
                                                                          r, "train")})
         prev = round_dir(self.run_dir, r - 1) / "model.pt"
-        self._ensure_ray()
+        if self.cfg.executor == "ray":
+            self._ensure_ray()
         storage = self.run_dir / ".tmp" / f"train-{r:03d}"
         try:
             result = train(model_config, images, labels, train_cfg, rd / "model.pt",
-                           init_checkpoint=prev if prev.is_file() else None, storage_dir=storage)
+                           init_checkpoint=prev if prev.is_file() else None, storage_dir=storage,
+                           executor=self.cfg.executor)
         finally:
             shutil.rmtree(storage, ignore_errors=True)
         write_json_atomic(rd / "train.json", {"labels": int(len(ids)), "seed": train_cfg.seed,
@@ -472,18 +504,20 @@ class _Driver:
         labeled = self.ledger.ids(before_round=r)
         acquisitions = {"learning_loss": ["pred_loss"], "kcenter": ["entropy"],
                         "hybrid": [st.by or "bald"]}.get(st.name, [st.name])
-        if st.name == "learning_loss":
-            # Yoo & Kweon 2019: score only a random subset of the unlabeled pool; the rest is passed as
-            # "labeled" so scoring skips it.
+        size = st.ll_subset if st.name == "learning_loss" else st.subset
+        if size is not None:
+            # Score only a random subset of the unlabeled pool (Yoo & Kweon 2019; Gal et al. 2017's code);
+            # the rest is passed as "labeled" so scoring skips it.
             unl = np.setdiff1d(self.s.pool_ids(), labeled)
             rng = np.random.default_rng(round_seed(self.cfg.seed, r, "ll_subset"))
-            subset = rng.choice(unl, size=min(st.ll_subset, len(unl)), replace=False)
+            subset = rng.choice(unl, size=min(size, len(unl)), replace=False)
             labeled = np.setdiff1d(self.s.pool_ids(), subset)
-        self._ensure_ray()
+        if self.cfg.executor == "ray":
+            self._ensure_ray()
         score_pool(self.s.pool, rd / "model.pt", rd / "scores", acquisitions=acquisitions,
                    mc_samples=st.mc_samples, workers=self.cfg.workers, labeled=labeled,
                    embed_labeled=st.name in ("kcenter", "hybrid"), seed=round_seed(self.cfg.seed, r, "score"),
-                   overwrite=True, progress=False)
+                   overwrite=True, progress=False, executor=self.cfg.executor)
 
     def _select(self, r: int, rd: Path) -> None:
         from dal_dist.selection import select, write_selection
@@ -549,6 +583,8 @@ class _Driver:
 
     def _manifest(self, r: int, rd: Path) -> None:
         kind = "initial" if r == 0 else "acquisition" if r <= self.cfg.num_rounds() else "final"
+        if reached_target(self.run_dir, self.cfg, r):
+            kind = "target_reached"
         selected = read_selection(self.run_dir, r).tolist() if (rd / "selection.parquet").is_file() else []
         before = len(self.ledger.ids(before_round=r))
         write_json_atomic(rd / "manifest.json", {
@@ -594,7 +630,7 @@ def _read_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------------------ status
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Rounds done, labels used, latest metrics and what happens next (read-only; takes no lock)."""
-    run_dir = Path(run_dir)
+    run_dir = local_run_dir(run_dir)
     cfg, h = _read_stored_config(run_dir)
     total = cfg.num_rounds()
     done = [r for r in range(1, total + 1) if step_done(run_dir, cfg, r, "manifest")]
@@ -622,6 +658,8 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
         "latest_metrics": latest, "curve": curve,
         "next": None if nxt is None else {"round": nxt[0], "step": nxt[1]},
         "next_action": what, "complete": nxt is None, "locked": _is_locked(lock),
+        "target_reached_round": next((r for r in range(1, last_round(cfg) + 1)
+                                      if reached_target(run_dir, cfg, r)), None),
     }
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
+from dal_dist import fs as fsx
 from dal_dist.acquisition import parse_acquisitions, score_all
 from dal_dist.errors import DalDistError
 
@@ -56,7 +58,7 @@ class BatchScorer:
     def __init__(self, checkpoint: bytes | Any, acquisitions: list[str], mc_samples: int = 20,
                  labeled_ids: np.ndarray | Any | None = None, embed_labeled: bool = False,
                  embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
-                 threads: int | None = None, rejects_dir: str | None = None,
+                 threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None):
         import ray
 
@@ -72,6 +74,9 @@ class BatchScorer:
         self.model = _load_checkpoint_bytes(checkpoint, load_checkpoint).to(self.device).eval()
         self.config = self.model.config
         self.acquisitions = list(acquisitions)
+        if "sraal" in self.acquisitions and not hasattr(self.model, "state_score"):
+            raise DalDistError(f"`sraal` needs an SRAAL checkpoint (model 'sraal' with a state discriminator); "
+                               f"this one holds model {self.config.name!r}")
         self.mc_samples = mc_samples
         self.labeled_ids = np.sort(np.asarray(labeled_ids, dtype=np.int64)) if labeled_ids is not None else None
         self.embed_labeled = embed_labeled
@@ -123,6 +128,8 @@ class BatchScorer:
         scores = score_all(probs, self.acquisitions)
         if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
             scores["pred_loss"] = self.model.loss_module(levels).float()
+        if "sraal" in self.acquisitions:  # SRAAL (Zhang et al. 2020): discriminator's P(unlabeled state)
+            scores["sraal"] = self.model.state_score(f).float()
         mean = probs.mean(dim=0)
         conf, pred = mean.max(dim=-1)
         mask = pa.array(is_labeled) if is_labeled.any() else None
@@ -143,13 +150,11 @@ class BatchScorer:
     def _write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
         if not self.rejects_dir:
             return
-        from dal_dist.atomic import write_parquet_atomic
-
         # Named by content so a retried batch overwrites its own file: rejects stay exactly-once.
         ids = np.asarray(ids, dtype=np.int64)
         name = f"part-{int(ids.min())}-{hashlib.sha1(ids.tobytes()).hexdigest()[:12]}.parquet"
-        write_parquet_atomic(Path(self.rejects_dir) / name,
-                             pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
+        fsx.write_table_atomic(fsx.join(self.rejects_dir, name),
+                               pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
 
 
 def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16) -> pa.Schema:
@@ -194,16 +199,21 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                threads_per_worker: int | None = None,
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
-               seed: int = 0, overwrite: bool = False, progress: bool = True) -> ScoreSummary:
-    """Score every unlabeled image of a Parquet pool on the current Ray cluster; write one row per id."""
+               seed: int = 0, overwrite: bool = False, progress: bool = True,
+               executor: str = "ray") -> ScoreSummary:
+    """Score every unlabeled image of a Parquet pool on the current Ray cluster; write one row per id.
+
+    `executor="local"` streams the pool through the same `BatchScorer` in this process (no Ray): for
+    pools of a few ten thousand images, starting an actor pool costs more than the scoring itself.
+    """
     import ray
 
     from dal_dist.idfile import read_ids
     from dal_dist.models import load_checkpoint
-    from dal_dist.pool import pool_files, validate_pool
+    from dal_dist.pool import pool_files, pool_listing, validate_pool
 
     t_call = time.time()
-    names = parse_acquisitions(acquisitions, extra=("pred_loss",))
+    names = parse_acquisitions(acquisitions, extra=("pred_loss", "sraal"))
     if mc_samples < 2:
         raise DalDistError(f"--mc-samples must be >= 2 (MC dropout needs several samples), got {mc_samples}")
     if workers < 1:
@@ -212,13 +222,17 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
         raise DalDistError(f"--embedding must be 'head' or 'backbone', got {embedding_source!r}")
     if embedding_dtype not in ("float16", "float32"):
         raise DalDistError(f"--embedding-dtype must be float16 or float32, got {embedding_dtype!r}")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    out_local = fsx.is_local(out)  # a URI other than file:// is published by copy + marker (see _promote)
+    out = out_local if out_local is not None else str(out)
+    if fsx.list_dir(out) and not overwrite:
         raise DalDistError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
     # Structural checks before any work: schema, duplicate ids, checkpoint architecture.
     info = validate_pool(pool)
     files = pool_files(pool)
     model = load_checkpoint(checkpoint)
+    if "sraal" in names and not hasattr(model, "state_score"):
+        raise DalDistError(f"checkpoint {checkpoint}: `sraal` needs an SRAAL model (name 'sraal', with a state "
+                           f"discriminator); this one holds model {model.config.name!r}")
     if "pred_loss" in names and not model.has_loss_module:
         raise DalDistError(f"checkpoint {checkpoint}: `pred_loss` needs a model trained with Learning Loss "
                            f"(config extra.learning_loss); this one has no loss-prediction module")
@@ -232,13 +246,18 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     if labeled_ids is not None and labeled_in_pool < len(labeled_ids):
         log.warning("%d labeled ids are not in the pool %s (ignored)", len(labeled_ids) - labeled_in_pool, pool)
     expected = info.rows - (0 if embed_labeled else labeled_in_pool)
+    if executor == "local":
+        return _score_local(files, checkpoint, out, names, mc_samples, labeled_ids, embed_labeled,
+                            embedding_source, embedding_dtype, batch_size, seed, overwrite, expected,
+                            labeled_in_pool, threads_per_worker, t_call)
+    if executor != "ray":
+        raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
 
     if not ray.is_initialized():
         ray.init()
     ckpt_ref = ray.put(Path(checkpoint).read_bytes())
     labeled_ref = ray.put(labeled_ids) if labeled_ids is not None else None
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging = _make_staging(out)
     from dal_dist.progress import ProgressCounter
 
     tracker = ray.remote(num_cpus=0)(ProgressCounter).remote()
@@ -257,7 +276,10 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
         try:
             # One read task per actor keeps up with scoring (decode is vectorised) and, on a small
             # machine, avoids booting a crowd of reader processes that compete with the actors' start.
-            ds = ray.data.read_parquet([str(f) for f in files], concurrency=workers,
+            pool_fs, pool_infos = pool_listing(pool)
+            local_pool = isinstance(pool_fs, pafs.LocalFileSystem)
+            ds = ray.data.read_parquet([str(f) for f in files] if local_pool else [i.path for i in pool_infos],
+                                       filesystem=None if local_pool else pool_fs, concurrency=workers,
                                        **io_args).select_columns(_read_columns(files))
         finally:
             ctx.target_min_block_size, ctx.target_max_block_size = saved
@@ -267,19 +289,21 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                 checkpoint=[ckpt_ref], acquisitions=names, mc_samples=mc_samples,
                 labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=embed_labeled,
                 embedding_source=embedding_source, embedding_dtype=embedding_dtype, seed=seed,
-                threads=threads, rejects_dir=str(staging / REJECTS_DIR), progress=tracker,
+                threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
                 device=res.device),
             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(),
         )
-        _run_with_progress(lambda: ds.write_parquet(str(staging / "data"), min_rows_per_file=batch_size * 64,
+        data_fs, data_path = fsx.resolve(fsx.join(staging, "data"))
+        data_fs = None if isinstance(data_fs, pafs.LocalFileSystem) else data_fs
+        _run_with_progress(lambda: ds.write_parquet(data_path, filesystem=data_fs, min_rows_per_file=batch_size * 64,
                                                     ray_remote_args=io_args, concurrency=workers),
                            tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
         rows, first, first_rows, last = ray.get(tracker.get.remote())
         written, rejects = _verify_staging(staging, expected)
         _promote(staging, out, overwrite)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        fsx.delete_dir(staging)
         raise
     finally:
         ray.kill(tracker)
@@ -289,6 +313,45 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
                         startup_s=(first - t_call) if first else None, steady_images_per_s=steady,
                         out=str(out), workers=workers)
+
+
+def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | str, names: list[str], mc_samples: int,
+                 labeled_ids: np.ndarray | None, embed_labeled: bool, embedding_source: str, embedding_dtype: str,
+                 batch_size: int, seed: int, overwrite: bool, expected: int, labeled_in_pool: int,
+                 threads: int | None, t_call: float) -> ScoreSummary:
+    """In-process scoring: same scorer, same staging → verify → promote; one Parquet file per pool file."""
+    scorer = BatchScorer(Path(checkpoint).read_bytes(), names, mc_samples, labeled_ids=labeled_ids,
+                         embed_labeled=embed_labeled, embedding_source=embedding_source,
+                         embedding_dtype=embedding_dtype, seed=seed, threads=threads,
+                         rejects_dir=None, device=None)
+    staging = _make_staging(out)
+    fsx.make_dirs(fsx.join(staging, "data"))
+    rows, first = 0, None
+    try:
+        cols = _read_columns(files)
+        for i, f in enumerate(files):
+            pf = pq.ParquetFile(fsx.open_input(f))
+            parts: list[pa.Table] = []
+            try:
+                for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+                    scorer.rejects_dir = fsx.join(staging, REJECTS_DIR)
+                    parts.append(scorer(pa.Table.from_batches([batch])))
+                    first = first or time.time()
+            except (pa.ArrowException, OSError) as e:
+                raise DalDistError(f"{f}: cannot read (truncated or corrupt?): {e}") from e
+            table = pa.concat_tables(parts) if parts else scorer.empty_table()
+            rows += table.num_rows
+            fsx.write_table_atomic(fsx.join(staging, "data", f"part-{i:05d}.parquet"), table)
+        written, rejects = _verify_staging(staging, expected)
+        _promote(staging, out, overwrite)
+    except BaseException:
+        fsx.delete_dir(staging)
+        raise
+    seconds = time.time() - t_call
+    return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
+                        seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
+                        startup_s=(first - t_call) if first else None, steady_images_per_s=None,
+                        out=str(out), workers=1)
 
 
 # Read/write tasks are light; they must still fit beside the scoring actors. Actors never reserve every
@@ -303,16 +366,38 @@ def _block_bytes(pool_bytes: int, rows: int, workers: int, batch_size: int) -> i
     return int(min(128 << 20, max(want, per_row * batch_size)))
 
 
+def _make_staging(out: Path | str) -> fsx.Location:
+    """A fresh staging directory beside `out` on its filesystem (a `(filesystem, path)` pair off local disk)."""
+    staging = fsx.join(fsx.parent(out), f".{fsx.basename(out)}.staging-{uuid.uuid4().hex[:8]}")
+    if isinstance(staging, str) and fsx.is_local(staging) is not None:
+        staging = Path(staging)
+        staging.mkdir(parents=True)
+        return staging
+    staging = fsx.resolve(staging)
+    fsx.make_dirs(staging)
+    return staging
+
+
+def _num_rows(location: fsx.Location) -> int:
+    with fsx.open_input(location) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
 def _read_columns(files: list[str]) -> list[str]:
-    names = pq.read_schema(files[0]).names
+    with fsx.open_input(files[0]) as f:
+        names = pq.read_schema(f).names
     return [c for c in ("id", "image", "height", "width", "channels") if c in names]
 
 
 def _count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
     if labeled_ids is None or not len(labeled_ids):
         return 0
-    return int(sum(np.isin(pq.read_table(f, columns=["id"]).column("id").to_numpy(), labeled_ids).sum()
-                   for f in files))
+    return int(sum(np.isin(_read_ids(f), labeled_ids).sum() for f in files))
+
+
+def _read_ids(location: str) -> np.ndarray:
+    with fsx.open_input(location) as f:
+        return pq.read_table(f, columns=["id"]).column("id").to_numpy()
 
 
 def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
@@ -346,20 +431,47 @@ def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
         raise err[0]
 
 
-def _verify_staging(staging: Path, expected: int) -> tuple[int, int]:
-    """Count rows from Parquet footers: exactly `expected` minus rejects, or refuse to publish."""
-    data_files = sorted((staging / "data").glob("*.parquet")) if (staging / "data").exists() else []
-    written = sum(pq.ParquetFile(f).metadata.num_rows for f in data_files)
-    reject_files = sorted((staging / REJECTS_DIR).glob("*.parquet")) if (staging / REJECTS_DIR).exists() else []
-    rejects = sum(pq.ParquetFile(f).metadata.num_rows for f in reject_files)
+def _verify_staging(staging: fsx.Location, expected: int) -> tuple[int, int]:
+    """Exactly `expected` rows (footer counts) and every id once, or refuse to publish.
+
+    The id check catches what a count cannot: a retried task whose first attempt left a file behind
+    (a duplicate) while another block went missing. It reads only the `id` column (8 bytes a row).
+    """
+    data = fsx.list_files(fsx.join(staging, "data"), ".parquet")
+    reject_files = fsx.list_files(fsx.join(staging, REJECTS_DIR), ".parquet")
+    written = sum(_num_rows(f) for f in data)
+    rejects = sum(_num_rows(f) for f in reject_files)
     if written + rejects != expected:
         raise DalDistError(f"scoring wrote {written} rows + {rejects} rejects, expected {expected}: "
-                           f"output not published (staging {staging} removed)")
+                           f"output not published (staging {fsx.describe(staging)} removed)")
+    ids = [np.zeros(0, np.int64)]
+    for f in data + reject_files:
+        with fsx.open_input(f) as fh:
+            ids.append(pq.read_table(fh, columns=["id"]).column("id").to_numpy().astype(np.int64, copy=False))
+    uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
+    if len(uniq) != written + rejects:
+        raise DalDistError(f"scoring wrote ids more than once, e.g. {uniq[counts > 1][:5].tolist()} (a retried task "
+                           f"left a second copy?): output not published (staging {fsx.describe(staging)} removed)")
     return written, rejects
 
 
-def _promote(staging: Path, out: Path, overwrite: bool) -> None:
-    """Publish: staging/data → out (and rejects → out/rejects) with renames, never a half-written out."""
+def _promote(staging: fsx.Location, out: Path | str, overwrite: bool) -> None:
+    """Publish: staging/data → out (and rejects → out/rejects) with renames, never a half-written out.
+
+    Off local disk there is no rename: `out` is replaced by copying, `_COMPLETE` written last
+    (`fsx.move_dir`), and readers of scores require the marker there (`selection.io.score_files`).
+    """
+    if not isinstance(staging, Path):
+        if fsx.list_dir(out):
+            if not overwrite:
+                raise DalDistError(f"{out}: appeared while scoring; not overwritten")
+            fsx.delete_dir(out)
+        if fsx.is_dir(fsx.join(staging, REJECTS_DIR)):
+            fsx.copy_tree(fsx.join(staging, REJECTS_DIR), fsx.join(staging, "data", REJECTS_DIR))
+        fsx.make_dirs(fsx.join(staging, "data"))
+        fsx.move_dir(fsx.join(staging, "data"), fsx.resolve(out))
+        fsx.delete_dir(staging)
+        return
     final = staging / "final"
     (staging / "data").rename(final) if (staging / "data").exists() else final.mkdir()
     if (staging / REJECTS_DIR).exists():
@@ -378,7 +490,7 @@ def _promote(staging: Path, out: Path, overwrite: bool) -> None:
 
 def read_scores_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """Small-data helper (tests, reports): the whole scores dataset as one table, rejects excluded."""
-    files = sorted(p for p in Path(path).glob("*.parquet"))
+    files = fsx.list_files(path, ".parquet")
     if not files:
         raise DalDistError(f"{path}: no scores Parquet files")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return pa.concat_tables([pq.read_table(fsx.open_input(f), columns=columns) for f in files])

@@ -138,8 +138,11 @@ def evaluate(checkpoint_or_model: DALModel | str | os.PathLike, images: np.ndarr
 def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
           out_checkpoint: str | os.PathLike, init_checkpoint: str | os.PathLike | None = None,
           eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
-          storage_dir: str | os.PathLike | None = None) -> TrainResult:
+          storage_dir: str | os.PathLike | None = None, executor: str = "ray") -> TrainResult:
     """Train on the labeled set with Ray Train DDP and write `out_checkpoint`; deterministic per seed.
+
+    `executor="local"` runs the same loop in this process (one worker, no Ray): for small labeled
+    sets a Ray Train worker group costs 20-30 s to start, far more than the training itself.
 
     `images` uint8 N×H×W×C and `labels` int64 N, in a fixed order (the result depends on it).
     `init_checkpoint` is used only with `cfg.warm_start` (None then means: first round, from scratch).
@@ -166,6 +169,11 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     init_state = _initial_state(model_config, init_checkpoint) if cfg.warm_start and init_checkpoint else None
 
     labels = np.asarray(labels, dtype=np.int64)
+    if executor == "local":
+        return _train_local(model_config, cfg, images, labels, train_idx, val_idx, eval_images, eval_labels,
+                            init_state, Path(out_checkpoint))
+    if executor != "ray":
+        raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
     refs = {
         "images": ray.put(np.ascontiguousarray(images[train_idx])),
         "labels": ray.put(labels[train_idx]),
@@ -203,6 +211,30 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     return TrainResult(checkpoint=Path(out_checkpoint), metrics=metrics, history=summary.get("history", []))
 
 
+def _train_local(model_config: ModelConfig, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray,
+                 train_idx: np.ndarray, val_idx: np.ndarray, eval_images: np.ndarray | None,
+                 eval_labels: np.ndarray | None, init_state: dict[str, torch.Tensor] | None,
+                 out: Path) -> TrainResult:
+    """The in-process path of `train`: one worker, this process's device, same loop and seeds."""
+    if cfg.workers != 1:
+        raise DalDistError(f"train.workers={cfg.workers}: the local executor trains in one process "
+                           f"(use executor ray for data-parallel training)")
+    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
+    if cfg.use_gpu and device.type != "cuda":
+        raise DalDistError("train.use_gpu is true but this process sees no CUDA device")
+    start = time.monotonic()
+    has_val = len(val_idx) > 0
+    model, metrics, history = _fit(
+        model_config, cfg, np.ascontiguousarray(images[train_idx]), labels[train_idx],
+        np.ascontiguousarray(images[val_idx]) if has_val else None, labels[val_idx] if has_val else None,
+        np.ascontiguousarray(eval_images) if eval_images is not None else None,
+        np.asarray(eval_labels, dtype=np.int64) if eval_labels is not None else None,
+        init_state, device=device)
+    save_checkpoint(model.cpu(), out, extra={"train": cfg.model_dump(), "metrics": metrics})
+    metrics = {**metrics, "seconds": time.monotonic() - start}
+    return TrainResult(checkpoint=out, metrics=metrics, history=history)
+
+
 def _warn_if_cluster_too_small(cfg: TrainConfig) -> None:
     """A worker group larger than the cluster waits for resources forever (unless an autoscaler adds them)."""
     import ray
@@ -234,18 +266,48 @@ def _run_config(storage: Path, name: str) -> Any:
 
 
 def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
-    """Runs in every Ray Train worker; all randomness is seeded from (seed, rank) for reproducibility."""
+    """Runs in every Ray Train worker: fetch the arrays, fit, report rank 0's checkpoint once."""
     import ray
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
-    from torch.utils.data import DistributedSampler
 
     cfg = TrainConfig.model_validate(config["train_config"])
     model_config = ModelConfig.from_json(config["model_config"])
     refs = config["refs"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def get(name: str) -> Any:
+        return ray.get(refs[name]) if refs[name] is not None else None
+
+    model, metrics, history = _fit(
+        model_config, cfg, get("images"), get("labels"), get("val_images"), get("val_labels"),
+        get("eval_images"), get("eval_labels"), get("init_state"), rank=rank, world=world,
+        device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model,
+        all_reduce=dist.all_reduce, broadcast=lambda t: dist.broadcast(t, src=0))
+    # One report, at the end: each `ray.train.report` is a barrier that waits for the controller's
+    # poll (seconds), which would dominate the many short trainings of small labeled sets.
+    with tempfile.TemporaryDirectory(prefix="dal-dist-ckpt-") as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(model, Path(tmp) / CHECKPOINT_FILE,
+                            extra={"train": cfg.model_dump(), "metrics": metrics})
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+    return {"metrics": metrics, "history": history}
+
+
+def _fit(model_config: ModelConfig, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray,
+         val_images: np.ndarray | None, val_labels: np.ndarray | None,
+         eval_images: np.ndarray | None, eval_labels: np.ndarray | None,
+         init_state: dict[str, torch.Tensor] | None, *, rank: int = 0, world: int = 1,
+         device: torch.device | None = None, wrap: Any = None, all_reduce: Any = None, broadcast: Any = None
+         ) -> tuple[DALModel, dict[str, float], list[dict[str, float]]]:
+    """The training loop shared by Ray Train workers and the in-process path; randomness seeded from (seed, rank)."""
+    from torch.utils.data import DistributedSampler
+
+    device = device or torch.device("cpu")
     if cfg.use_gpu:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
@@ -253,12 +315,10 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed * 65_537 + rank)  # dropout and augmentation differ per rank, fixed per run
 
-    images, labels = ray.get(refs["images"]), ray.get(refs["labels"])
     model = build_model(model_config)
-    if refs["init_state"] is not None:
-        model.load_state_dict(ray.get(refs["init_state"]))
-    device = ray.train.torch.get_device()
-    net = ray.train.torch.prepare_model(TrainingForward(model))  # moves to device, wraps in DDP if world > 1
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    net = wrap(TrainingForward(model)) if wrap is not None else TrainingForward(model).to(device)
     model.train()
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(cfg.lr_milestones), cfg.lr_gamma)
@@ -292,17 +352,17 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
                                      (ll.double() * len(idx)) if ll is not None else sums.new_zeros(())])
         scheduler.step()
         if world > 1:
-            dist.all_reduce(sums)
+            all_reduce(sums)
         row = {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2])}
         if model.has_loss_module:
             row["ll_loss"] = float(sums[3] / sums[2])
         stop = False
-        if refs["val_images"] is not None:
+        if val_images is not None:
             # Every rank holds the same weights; rank 0's number decides so no rank can disagree.
-            val = torch.tensor([evaluate(model, ray.get(refs["val_images"]), ray.get(refs["val_labels"]),
-                                         device=device)], dtype=torch.float64, device=device)
+            val = torch.tensor([evaluate(model, val_images, val_labels, device=device)],
+                               dtype=torch.float64, device=device)
             if world > 1:
-                dist.broadcast(val, src=0)
+                broadcast(val)
             row["val_acc"] = float(val[0])
             stop = stopper.update(epoch + 1, row["val_acc"], model)
         history.append(row)
@@ -314,20 +374,10 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
     if stopper.best_state is not None:  # early stopping keeps the best validation epoch's weights
         model.load_state_dict(stopper.best_state)
         metrics["val_acc"], metrics["best_epoch"] = stopper.best_val, stopper.best_epoch
-    if rank == 0 and refs["eval_images"] is not None:
-        metrics["test_acc"] = evaluate(model, ray.get(refs["eval_images"]), ray.get(refs["eval_labels"]),
-                                       device=device)
+    if rank == 0 and eval_images is not None:
+        metrics["test_acc"] = evaluate(model, eval_images, eval_labels, device=device)
     model.eval()
-    # One report, at the end: each `ray.train.report` is a barrier that waits for the controller's
-    # poll (seconds), which would dominate the many short trainings of small labeled sets.
-    with tempfile.TemporaryDirectory(prefix="dal-dist-ckpt-") as tmp:
-        checkpoint = None
-        if rank == 0:
-            save_checkpoint(model, Path(tmp) / CHECKPOINT_FILE,
-                            extra={"train": cfg.model_dump(), "metrics": metrics})
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
-    return {"metrics": metrics, "history": history}
+    return model, metrics, history
 
 
 class EarlyStopping:

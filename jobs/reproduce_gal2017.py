@@ -12,11 +12,15 @@ resumable run directory under --workdir: rerunning the job continues where it st
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
+
+# jobs/ comes first on sys.path, where jobs/select.py would shadow the stdlib `select`: put the repo root there.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
 
 STRATEGIES = ("bald", "variation_ratio", "entropy", "mean_std", "random", "learning_loss", "kcenter")
 # The paper's Table 1: labels needed to reach 10% / 5% test error.
@@ -42,18 +46,53 @@ def prepare_data(mnist_dir: Path, workdir: Path) -> tuple[Path, Path]:
 
 
 def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int, epochs: int,
-               workers: int) -> dict:
-    """The driver config of one (strategy, seed) run."""
+               workers: int, executor: str = "local", stop_at: float | None = 0.95, subset: int | None = 2000,
+               batch_size: int = 128) -> dict:
+    """The driver config of one (strategy, seed) run: the paper's protocol (Gal et al.'s code scores a
+    random 2,000-image pool subset per acquisition and trains 50 epochs with batch 128)."""
+    st: dict = {"name": strategy, "mc_samples": 20}
+    if strategy in ("bald", "variation_ratio", "entropy", "mean_std", "margin", "least_confidence"):
+        st["subset"] = subset
+    elif strategy == "learning_loss":
+        st["ll_subset"] = subset or 10_000
+    elif strategy == "kcenter":
+        st["mc_samples"] = 2  # k-center reads embeddings only
     return {
         "pool": str(pool), "test_pool": str(test),
         "model": {"name": "mnist-cnn", "dropout": 0.5},
-        "strategy": {"name": strategy, "mc_samples": 20},
+        "strategy": st,
         "initial": {"kind": "balanced", "size": 20},
         "budget": 10, "total_budget": max_labels, "final_train": True,
-        "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "workers": 1,
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": 1e-3, "weight_decay": 0.0, "workers": 1,
                   "seed": seed},
-        "workers": workers, "seed": seed, "oracle": "simulated",
+        "workers": workers, "seed": seed, "oracle": "simulated", "executor": executor,
+        "stop_at_accuracy": stop_at,
     }
+
+
+def one_run(strategy: str, seed: int, pool: Path, test: Path, workdir: Path, opts: dict, threads: int) -> dict:
+    """Run (or resume) one (strategy, seed) run to its end; accumulates its wall time in wall_s.json."""
+    import torch
+
+    from dal_dist.config import parse_config
+    from dal_dist.loop import run
+
+    torch.set_num_threads(threads)
+    rd = workdir / f"{strategy}-seed{seed}"
+    cfg = parse_config(run_config(strategy, seed, pool, test, **opts))
+    t = time.time()
+    run(cfg, rd, resume=(rd / "config.json").exists(), log=lambda m: None)
+    wall_file = rd / "wall_s.json"
+    prev = json.loads(wall_file.read_text())["wall_s"] if wall_file.exists() else 0.0
+    wall = prev + time.time() - t
+    wall_file.write_text(json.dumps({"wall_s": round(wall, 1)}))
+    return {"run": rd.name, "seconds": round(time.time() - t, 1), "wall_s_total": round(wall, 1)}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--max-labels", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="scoring actors (executor ray)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--stop-at", type=float, default=0.95, help="end a run once its test accuracy reaches this")
+    p.add_argument("--subset", type=int, default=2000, help="random unlabeled subset scored per round")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
 
-    from dal_dist.config import parse_config
-    from dal_dist.loop import run
     from dal_dist.report import load_curve, plot_curves, summary_table, write_curves_csv
 
     strategies = [s for s in a.strategies.split(",") if s]
@@ -79,13 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if not a.report_only:
         pool, test = prepare_data(a.mnist_dir, a.workdir)
-        for strategy in strategies:
-            for seed in seeds:
-                rd = a.workdir / f"{strategy}-seed{seed}"
-                cfg = parse_config(run_config(strategy, seed, pool, test, a.max_labels, a.epochs, a.workers))
-                t = time.time()
-                run(cfg, rd, resume=(rd / "config.json").exists())
-                print(json.dumps({"run": rd.name, "seconds": round(time.time() - t, 1)}), flush=True)
+        opts = {"max_labels": a.max_labels, "epochs": a.epochs, "workers": a.workers, "executor": a.executor,
+                "stop_at": a.stop_at, "subset": a.subset, "batch_size": a.batch_size}
+        # The target pair (bald, random) first, every seed; then the other strategies, seed by seed.
+        head = [s for s in strategies if s in ("bald", "random")]
+        todo = [(s, seed) for seed in seeds for s in head]
+        todo += [(s, seed) for seed in seeds for s in strategies if s not in head]
+        if a.jobs <= 1:
+            for s, seed in todo:
+                print(json.dumps(one_run(s, seed, pool, test, a.workdir, opts, torch_threads())), flush=True)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as ex:
+                futs = [ex.submit(one_run, s, seed, pool, test, a.workdir, opts, 1) for s, seed in todo]
+                for f in as_completed(futs):
+                    print(json.dumps(f.result()), flush=True)
     curves = [load_curve(d, name=d.name) for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
     curves = [c for c in curves if c.strategy in strategies]
     a.results.mkdir(parents=True, exist_ok=True)
