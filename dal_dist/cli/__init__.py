@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 def _register() -> None:
     # Each module adds its commands to `app` (or a sub-app); heavy imports stay inside commands.
-    from dal_dist.cli import bench, model, pool, report, run, score, select  # noqa: F401
+    from dal_dist.cli import bench, model, pool, report, run, score, select, stream  # noqa: F401
 
 
 def main() -> None:
