@@ -50,10 +50,11 @@ def _mnist5k(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[part], y[part], ids[part]
 
 
-def materialize(ref: str, data_dir: str | os.PathLike) -> Path:
-    """Path of the pool for `ref`: a builtin is written into `data_dir/<name>/` on first use; a path is returned as is."""
+def materialize(ref: str, data_dir: str | os.PathLike) -> Path | str:
+    """Location of the pool for `ref`: a builtin is written into `data_dir/<name>/` on first use; a path or a
+    URI (s3://, file://, ...; see dal_dist.fs) is returned as is."""
     if not is_builtin(ref):
-        return Path(ref)
+        return ref if "://" in ref else Path(ref)
     name = ref[len(PREFIX):]
     if name not in BUILTINS:
         raise DalDistError(f"pool {ref!r}: unknown builtin; expected one of "

@@ -1,29 +1,32 @@
-"""Reading id lists (labeled sets, selections) from Parquet or CSV files with an `id` column."""
+"""Reading id lists (labeled sets, selections) from Parquet or CSV files with an `id` column (paths or URIs)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 
 
 def read_ids(path: str | os.PathLike, *, allow_duplicates: bool = False) -> np.ndarray:
     """Return the int64 `id` column of a Parquet/CSV file (or Parquet directory), validated."""
-    p = Path(path)
-    if not p.exists():
+    p = os.fspath(path)
+    if not fsx.exists(p):
         raise DalDistError(f"{p}: id file not found")
+    suffix = os.path.splitext(fsx.basename(p))[1].lower()
+    fs, fs_path = fsx.resolve(p)
     try:
-        if p.is_dir() or p.suffix.lower() in {".parquet", ".pq"}:
-            table = pq.read_table(p, columns=["id"]) if _has_id(p) else None
-        elif p.suffix.lower() in {".csv", ".tsv", ".txt"}:
-            opts = pacsv.ParseOptions(delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-            table = pacsv.read_csv(p, parse_options=opts)
+        if fsx.is_dir(p) or suffix in {".parquet", ".pq"}:
+            table = pq.read_table(fs_path, columns=["id"], filesystem=fs) if _has_id(p) else None
+        elif suffix in {".csv", ".tsv", ".txt"}:
+            opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            with fs.open_input_stream(fs_path) as f:
+                table = pacsv.read_csv(f, parse_options=opts)
         else:
             raise DalDistError(f"{p}: expected a .parquet or .csv file with an `id` column")
     except DalDistError:
@@ -46,9 +49,11 @@ def read_ids(path: str | os.PathLike, *, allow_duplicates: bool = False) -> np.n
     return ids
 
 
-def _has_id(p: Path) -> bool:
+def _has_id(p: str) -> bool:
+    fs, fs_path = fsx.resolve(p)
     try:
-        schema = pq.read_schema(p) if p.is_file() else pq.ParquetDataset(p).schema
+        schema = (pq.read_schema(fs_path, filesystem=fs) if fsx.is_file(p)
+                  else pq.ParquetDataset(fs_path, filesystem=fs).schema)
     except (pa.ArrowInvalid, OSError) as e:
         raise DalDistError(f"{p}: not a readable Parquet file: {e}") from e
     return "id" in schema.names

@@ -35,7 +35,7 @@ class SimulatedOracle:
     def __init__(self, pool: str | os.PathLike):
         from dal_dist.pool import validate_pool
 
-        self.pool = Path(pool)
+        self.pool = os.fspath(pool)  # a local path or a URI (dal_dist.fs)
         info = validate_pool(pool)
         if not info.has_label:
             raise DalDistError(f"{pool}: the simulated oracle needs a `label` column; this pool has none "
@@ -281,7 +281,7 @@ def import_labels(run_dir: str | os.PathLike, file: str | os.PathLike) -> dict[s
     from dal_dist import loop
     from dal_dist.ledger import LabelLedger
 
-    run_dir = Path(run_dir).resolve()
+    run_dir = loop.local_run_dir(run_dir)
     with loop.RunLock(run_dir):
         state = loop.load_run_state(run_dir)
         r = loop.pending_label_round(run_dir)

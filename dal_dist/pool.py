@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dal_dist.atomic import atomic_path, write_json_atomic, write_parquet_atomic
+import pyarrow.fs as pafs
+
+from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 
 log = logging.getLogger(__name__)
@@ -42,38 +44,62 @@ REJECTS_SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field
 
 
 # ----------------------------------------------------------------------------------------- files
-def pool_files(path: str | os.PathLike) -> list[str]:
-    """Sorted Parquet files of a pool directory (or the file itself), so every reader agrees on order."""
-    p = Path(path)
-    if p.is_file():
-        return [str(p)]
-    if not p.is_dir():
-        raise DalDistError(f"{p}: pool not found (expected a directory of .parquet files)")
+def pool_listing(path: str | os.PathLike) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The pool's filesystem and its Parquet files on it (paths + sizes) in name order, listed once.
+
+    `path` is a local path or a URI (file://, s3://, ...; see dal_dist.fs); what Ray Data's
+    `read_parquet(paths, filesystem=)` takes.
+    """
+    fs, root = fsx.resolve(path)
+    try:
+        top = fs.get_file_info(root)
+    except (OSError, pa.ArrowException) as e:
+        raise DalDistError(f"{path}: cannot read the pool location: {e}") from e
+    if top.type == pafs.FileType.File:
+        return fs, [top]
+    if top.type != pafs.FileType.Directory:
+        raise DalDistError(f"{path}: pool not found (expected a directory of .parquet files)")
     files, stray = [], []
-    for child in sorted(p.iterdir()):
-        if child.name.startswith(("_", ".")):
+    for child in fsx.list_dir(path):
+        if child.base_name.startswith(("_", ".")):
             continue
-        if child.is_file() and child.suffix == ".parquet":
-            files.append(str(child))
+        if child.type == pafs.FileType.File and child.base_name.endswith(".parquet"):
+            files.append(child)
         else:
-            stray.append(child.name)
+            stray.append(child.base_name)
     if stray:
-        msg = f"{p}: skipping {len(stray)} non-Parquet entr{'y' if len(stray) == 1 else 'ies'}: {', '.join(stray[:10])}"
-        warnings.warn(msg, stacklevel=2)
+        msg = (f"{path}: skipping {len(stray)} non-Parquet entr{'y' if len(stray) == 1 else 'ies'}: "
+               f"{', '.join(stray[:10])}")
+        warnings.warn(msg, stacklevel=3)
         log.warning(msg)
     if not files:
-        raise DalDistError(f"{p}: no .parquet files in the pool directory")
-    return files
+        raise DalDistError(f"{path}: no .parquet files in the pool directory")
+    return fs, files
+
+
+def pool_files(path: str | os.PathLike) -> list[str]:
+    """Sorted Parquet files of a pool directory (or the file itself), so every reader agrees on order.
+
+    Locations of the same kind as `path`: local paths for a local pool, URIs for a URI (file:// gives paths).
+    """
+    return _locations(path, pool_listing(path)[1])
+
+
+def _locations(path: str | os.PathLike, infos: list[pafs.FileInfo]) -> list[str]:
+    if fsx.is_local(path) is not None:
+        return [i.path for i in infos]
+    if len(infos) == 1 and infos[0].path == fsx.resolve(path)[1]:  # the pool is one file
+        return [str(path)]
+    return [fsx.join(path, i.base_name) for i in infos]
 
 
 def read_pool_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The optional `_dal_pool.json` of a pool directory ({} when absent)."""
-    p = Path(path)
-    meta_path = p / META_FILE if p.is_dir() else p.parent / META_FILE
-    if not meta_path.is_file():
+    meta_path = fsx.join(path if fsx.is_dir(path) else fsx.parent(path), META_FILE)
+    if not fsx.is_file(meta_path):
         return {}
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(fsx.read_bytes(meta_path))
     except (OSError, ValueError) as e:
         raise DalDistError(f"{meta_path}: not valid JSON: {e}") from e
     if not isinstance(meta, dict):
@@ -81,9 +107,9 @@ def read_pool_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _open(path: str) -> pq.ParquetFile:
+def _open(path: str, fs: pafs.FileSystem | None = None) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, filesystem=fs)
     except (pa.ArrowException, OSError) as e:
         raise DalDistError(f"{path}: not a readable Parquet file (truncated or corrupt?): {e}") from e
 
@@ -148,16 +174,17 @@ def _uniform_shape(pfs: Sequence[pq.ParquetFile], schema: pa.Schema) -> tuple[in
 
 def validate_pool(path: str | os.PathLike) -> PoolInfo:
     """Check a pool's structure (readable files, one schema, unique non-null ids) before any work starts."""
-    files = pool_files(path)
+    fs, infos = pool_listing(path)
+    files = _locations(path, infos)
     meta = read_pool_meta(path)
-    pfs = [_open(f) for f in files]
+    pfs = [_open(i.path, fs) for i in infos]
     schema = pfs[0].schema_arrow
     _check_schema(files[0], schema)
     for f, pf in zip(files[1:], pfs[1:]):
         if _field_types(pf.schema_arrow) != _field_types(schema):
             a, b = dict(_field_types(schema)), dict(_field_types(pf.schema_arrow))
             diff = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
-            detail = "; ".join(f"`{n}`: {a.get(n, 'absent')} in {Path(files[0]).name} vs {b.get(n, 'absent')}"
+            detail = "; ".join(f"`{n}`: {a.get(n, 'absent')} in {fsx.basename(files[0])} vs {b.get(n, 'absent')}"
                                for n in diff) or "column order differs"
             raise DalDistError(f"{f}: schema differs from {files[0]}: {detail}")
     has_label = "label" in schema.names
@@ -205,7 +232,7 @@ def validate_pool(path: str | os.PathLike) -> PoolInfo:
     if shape is None and all(meta.get(k) for k in SHAPE_COLUMNS):
         shape = (int(meta["height"]), int(meta["width"]), int(meta["channels"]))
     return PoolInfo(
-        path=str(path), files=files, rows=int(len(ids)), bytes=sum(os.path.getsize(f) for f in files),
+        path=str(path), files=files, rows=int(len(ids)), bytes=sum(int(i.size or 0) for i in infos),
         schema=schema, has_label=has_label, num_classes=None if num_classes is None else int(num_classes),
         image_shape=shape, label_counts={i: int(c) for i, c in enumerate(label_counts) if c},
         unlabeled_rows=int(unlabeled), meta=meta,
@@ -215,8 +242,9 @@ def validate_pool(path: str | os.PathLike) -> PoolInfo:
 def pool_info(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON-ready summary of a pool (rows, files, bytes, schema, label histogram, shape, rejects)."""
     info = validate_pool(path)
-    rejects_path = Path(path) / REJECTS_FILE if Path(path).is_dir() else None
-    rejects = pq.ParquetFile(rejects_path).metadata.num_rows if rejects_path and rejects_path.is_file() else 0
+    rejects_path = fsx.join(path, REJECTS_FILE) if fsx.is_dir(path) else None
+    rejects = (pq.ParquetFile(fsx.open_input(rejects_path)).metadata.num_rows
+               if rejects_path and fsx.is_file(rejects_path) else 0)
     shape = info.image_shape
     return {
         "path": info.path,
@@ -242,8 +270,9 @@ def iter_batches(path: str | os.PathLike, columns: Sequence[str] | None = None,
     Requested optional columns (`height`, `width`, `channels`, `label`) that a pool lacks are skipped,
     so `columns=DECODE_COLUMNS` works for encoded and raw pools alike; other missing columns are an error.
     """
-    for f in pool_files(path):
-        pf = _open(f)
+    fs, infos = pool_listing(path)
+    for f, info in zip(_locations(path, infos), infos):
+        pf = _open(info.path, fs)
         cols = None
         if columns is not None:
             names = pf.schema_arrow.names
@@ -514,12 +543,12 @@ class PoolWriter:
 
     def __init__(self, out: str | os.PathLike, schema: pa.Schema, *, file_rows: int = FILE_ROWS,
                  row_group_rows: int = ROW_GROUP_ROWS) -> None:
-        self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
+        self.out = str(out)  # a local path or a URI (dal_dist.fs): part files are published one by one
+        if fsx.exists(self.out) and not fsx.is_dir(self.out):
             raise DalDistError(f"{self.out}: exists and is not a directory")
-        if self.out.is_dir() and any(p.suffix == ".parquet" or p.name == META_FILE for p in self.out.iterdir()):
+        if any(i.base_name.endswith(".parquet") or i.base_name == META_FILE for i in fsx.list_dir(self.out)):
             raise DalDistError(f"{self.out}: already holds a pool; choose a new or empty --out directory")
-        self.out.mkdir(parents=True, exist_ok=True)
+        fsx.make_dirs(self.out)
         self.schema = schema
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
         self.rows = 0
@@ -556,7 +585,7 @@ class PoolWriter:
         group, rest = table.slice(0, k), table.slice(k)
         if self._writer is None:
             self._stack = ExitStack()
-            tmp = self._stack.enter_context(atomic_path(self.out / f"part-{len(self.files):05d}.parquet"))
+            tmp = self._stack.enter_context(fsx.atomic_output(self._part_path()))
             self._writer = pq.ParquetWriter(
                 tmp, self.schema, compression="snappy",
                 use_dictionary=[c for c in ("height", "width", "channels", "label") if c in self.schema.names],
@@ -570,11 +599,14 @@ class PoolWriter:
         if self._file_rows_written >= self.file_rows:
             self._close_file()
 
+    def _part_path(self) -> str:
+        return fsx.join(self.out, f"part-{len(self.files):05d}.parquet")
+
     def _close_file(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            self.files.append(str(self.out / f"part-{len(self.files):05d}.parquet"))
+            self.files.append(self._part_path())
             assert self._stack is not None
             self._stack.close()  # fsync + rename into place
             self._stack = None
@@ -587,11 +619,11 @@ class PoolWriter:
         self._close_file()
         rejects = pa.table({"id": pa.array(self._reject_ids, pa.int64()),
                             "reason": pa.array(self._reject_reasons, pa.string())}, schema=REJECTS_SCHEMA)
-        write_parquet_atomic(self.out / REJECTS_FILE, rejects)
+        fsx.write_table_atomic(fsx.join(self.out, REJECTS_FILE), rejects)
         if self.rows == 0:
             raise DalDistError(f"{self.out}: no rows could be taken ({len(self._reject_ids)} rejected, "
-                               f"reasons in {self.out / REJECTS_FILE})")
-        write_json_atomic(self.out / META_FILE, {"format": POOL_FORMAT, "rows": self.rows,
+                               f"reasons in {fsx.join(self.out, REJECTS_FILE)})")
+        fsx.write_json_atomic(fsx.join(self.out, META_FILE), {"format": POOL_FORMAT, "rows": self.rows,
                                                  "rejects": len(self._reject_ids), **meta})
         return IngestResult(str(self.out), self.rows, len(self._reject_ids), list(self.files),
                             time.perf_counter() - self._t0)
@@ -664,7 +696,7 @@ def _idx_header(path: Path, f: io.BufferedIOBase, ndim: int, what: str) -> tuple
 def ingest_mnist_idx(images: str | os.PathLike, labels: str | os.PathLike | None, out: str | os.PathLike, *,
                      chunk_rows: int = FILE_ROWS) -> IngestResult:
     """Turn MNIST-style IDX files (raw or gzipped) into a raw-pixel pool; ids are the IDX row numbers."""
-    images, out = Path(images), Path(out)
+    images = Path(images)  # sources are local files; `out` may be any location (dal_dist.fs)
     y = None
     if labels is not None:
         labels = Path(labels)
@@ -713,7 +745,7 @@ def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike) -> Inge
     """
     from PIL import Image
 
-    root, out = Path(root), Path(out)
+    root = Path(root)
     if not root.is_dir():
         raise DalDistError(f"{root}: image folder not found")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
@@ -795,7 +827,7 @@ def ingest_npz(file: str | os.PathLike, out: str | os.PathLike, *, chunk_rows: i
     a dark image is not rescaled alone), then rounded. Rows with NaN/inf or out-of-range pixels are
     rejected. The arrays are loaded whole (npz members cannot be memory-mapped).
     """
-    file, out = Path(file), Path(out)
+    file = Path(file)
     if not file.is_file():
         raise DalDistError(f"{file}: npz file not found")
     try:

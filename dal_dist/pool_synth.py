@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,7 +131,7 @@ def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with PoolWriter(Path(out), schema) as w, ThreadPoolExecutor(max_workers=1) as io_thread:
+        with PoolWriter(out, schema) as w, ThreadPoolExecutor(max_workers=1) as io_thread:
             pending = None
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)

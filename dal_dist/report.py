@@ -146,7 +146,7 @@ def selection_grid(run_dir: str | os.PathLike, out: str | os.PathLike, max_per_r
     rows = []
     for r in sorted(set(rounds.tolist())):
         sel = np.flatnonzero(rounds == r)[:max_per_round]
-        imgs = pool_images(Path(state.pool), ids_all[sel], None)
+        imgs = pool_images(state.pool, ids_all[sel], None)
         rows.append((r, imgs, labels_all[sel]))
     h, w = rows[0][1].shape[1:3]
     cell_w, cell_h, left = w * scale + 4, h * scale + 14, 70

@@ -26,7 +26,7 @@ import torch
 
 from dal_dist import fs as fsx
 from dal_dist.acquisition import parse_acquisitions, score_all
-from dal_dist.errors import DalDistError
+from dal_dist.errors import DalDistError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -302,9 +302,11 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
         rows, first, first_rows, last = ray.get(tracker.get.remote())
         written, rejects = _verify_staging(staging, expected)
         _promote(staging, out, overwrite)
-    except BaseException:
+    except BaseException as e:
         fsx.delete_dir(staging)
-        raise
+        if (err := _storage_error(e, out)) is e:
+            raise
+        raise err from e
     finally:
         ray.kill(tracker)
     seconds = time.time() - t_call
@@ -344,9 +346,11 @@ def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | st
             fsx.write_table_atomic(fsx.join(staging, "data", f"part-{i:05d}.parquet"), table)
         written, rejects = _verify_staging(staging, expected)
         _promote(staging, out, overwrite)
-    except BaseException:
+    except BaseException as e:
         fsx.delete_dir(staging)
-        raise
+        if (err := _storage_error(e, out)) is e:
+            raise
+        raise err from e
     seconds = time.time() - t_call
     return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
                         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
@@ -429,6 +433,19 @@ def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
     bar.close()
     if err:
         raise err[0]
+
+
+def _storage_error(e: BaseException, out: fsx.Location) -> BaseException:
+    """A file error here or in a Ray task (`RayTaskError(OSError)`, its `cause` the original) as one line."""
+    if isinstance(e, DalDistError) or not isinstance(e, OSError):
+        return e
+    cause = getattr(e, "cause", None)
+    cause = cause if isinstance(cause, OSError) else e
+    why = f"[Errno {cause.errno}] {cause.strerror}" if cause.strerror else str(cause)  # not Ray's retry note
+    err = StorageError(f"{fsx.describe(out)}: scoring failed on its output files ({why}); nothing was published "
+                       "and the previous output, if any, is intact")
+    err.errno = cause.errno
+    return err
 
 
 def _verify_staging(staging: fsx.Location, expected: int) -> tuple[int, int]:

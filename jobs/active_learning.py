@@ -18,7 +18,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 from dal_dist.cli import main  # noqa: E402
 
 
-def _run_dir(argv: list[str]) -> Path | None:
+def _run_dir(argv: list[str]) -> str | None:
     """The directory `dal-dist run` used: --resume, else --run-dir, else the config's `run_dir`."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config")
@@ -26,12 +26,12 @@ def _run_dir(argv: list[str]) -> Path | None:
     p.add_argument("--resume")
     a, _ = p.parse_known_args(argv)
     if a.resume or a.run_dir:
-        return Path(a.resume or a.run_dir)
+        return a.resume or a.run_dir  # a path or file:// URI: Path() would mangle the URI
     if a.config:
         from dal_dist.config import load_config
 
         cfg = load_config(a.config)
-        return Path(cfg.run_dir) if cfg.run_dir else None
+        return cfg.run_dir or None
     return None
 
 

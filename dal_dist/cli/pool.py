@@ -26,16 +26,18 @@ class SourceFormat(str, Enum):
 
 
 def _report(r: IngestResult, what: str) -> None:
+    from dal_dist.fs import join
+
     rate = r.rows / r.seconds if r.seconds else 0.0
     typer.echo(f"{what}: {r.rows} rows in {len(r.files)} file(s) -> {r.out}; "
-               f"{r.rejects} rejected (see {Path(r.out) / '_rejects.parquet'}); "
+               f"{r.rejects} rejected (see {join(r.out, '_rejects.parquet')}); "
                f"{r.seconds:.1f} s, {rate:,.0f} images/s")
 
 
 @pool_app.command()
 def ingest(
     format: SourceFormat = typer.Option(..., "--format", help="Source format."),
-    out: Path = typer.Option(..., "--out", help="New (or empty) pool directory to write."),
+    out: str = typer.Option(..., "--out", help="New (or empty) pool directory to write (a path or URI: file://, s3://, ...)."),
     images: Optional[Path] = typer.Option(None, "--images", help="mnist-idx: image IDX file (.gz or raw)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="mnist-idx: label IDX file (optional)."),
     root: Optional[Path] = typer.Option(None, "--root", help="image-folder: root with one sub-folder per class."),
@@ -62,7 +64,7 @@ def ingest(
 @pool_app.command()
 def synth(
     n: int = typer.Option(..., "--n", help="Number of images."),
-    out: Path = typer.Option(..., "--out", help="New (or empty) pool directory to write."),
+    out: str = typer.Option(..., "--out", help="New (or empty) pool directory to write (a path or URI)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
     chunk_size: int = typer.Option(8192, "--chunk-size", help="Images per write (multiple of 1024); bounds memory."),
 ) -> None:
@@ -74,7 +76,7 @@ def synth(
 
 @pool_app.command()
 def info(
-    path: Path = typer.Argument(..., help="Pool directory (or one Parquet file)."),
+    path: str = typer.Argument(..., help="Pool directory (or one Parquet file): a path or URI (file://, s3://, ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Validate a pool and print rows, files, size, schema, image shape and label histogram."""

@@ -17,23 +17,25 @@ app.add_typer(labels_app, name="labels")
 @app.command("run")
 def run(
     config: Path = typer.Option(None, "--config", help="Run config YAML (with --resume: checked against the run's)."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (overrides `run_dir` in the config)."),
-    resume: Path = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR."),
+    run_dir: str = typer.Option(None, "--run-dir", help="Run directory (overrides `run_dir` in the config); "
+                                                         "a local path or file:// URI."),
+    resume: str = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step progress lines."),
 ) -> None:
     """Run active-learning rounds (train → evaluate → score → select → label) until done or waiting for labels."""
     from dal_dist.config import load_config
+    from dal_dist.loop import local_run_dir
     from dal_dist.loop import run as run_loop
 
     cfg = load_config(config) if config is not None else None
     if resume is not None:
-        if run_dir is not None and run_dir.resolve() != resume.resolve():
+        if run_dir is not None and local_run_dir(run_dir) != local_run_dir(resume):
             raise DalDistError(f"--resume {resume} and --run-dir {run_dir} name different directories")
         target = resume
     else:
         if cfg is None:
             raise DalDistError("give --config FILE to start a run, or --resume RUN_DIR to continue one")
-        target = run_dir or (Path(cfg.run_dir) if cfg.run_dir else None)
+        target = run_dir or cfg.run_dir
         if target is None:
             raise DalDistError(f"{config}: no run directory: set `run_dir` in the config or pass --run-dir")
     log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
@@ -43,7 +45,7 @@ def run(
 
 @app.command("status")
 def status(
-    run_dir: Path = typer.Argument(..., help="Run directory."),
+    run_dir: str = typer.Argument(..., help="Run directory (a local path or file:// URI)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Rounds done, labels used, latest metrics, and what happens next."""
@@ -67,7 +69,7 @@ def status(
 @labels_app.command("import")
 def labels_import(
     file: Path = typer.Argument(..., help="CSV (id,label) or Label Studio export JSON."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="Run directory waiting for labels."),
+    run_dir: str = typer.Option(..., "--run-dir", help="Run directory waiting for labels."),
 ) -> None:
     """Validate a label file against the pending round and append it to the ledger (all rows or none)."""
     from dal_dist.oracle import import_labels

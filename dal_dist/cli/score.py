@@ -13,9 +13,9 @@ from dal_dist.cli import app
 
 @app.command("score")
 def score(
-    pool: Path = typer.Option(..., "--pool", help="Pool directory (Parquet)."),
+    pool: str = typer.Option(..., "--pool", help="Pool directory (Parquet): a path or URI (file://, s3://, ...)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint."),
-    out: Path = typer.Option(..., "--out", help="Output directory for the scores dataset."),
+    out: str = typer.Option(..., "--out", help="Output directory for the scores dataset (a path or URI)."),
     acquisition: str = typer.Option("bald,entropy,margin,least_confidence,variation_ratio,mean_std",
                                     "--acquisition", help="Comma list of acquisition functions."),
     mc_samples: int = typer.Option(20, "--mc-samples", help="T, MC-dropout samples of the head."),
@@ -26,7 +26,7 @@ def score(
     cpus_per_worker: float = typer.Option(None, "--cpus-per-worker",
                                           help="CPUs reserved per actor (default: share the cluster, keep room for reads)."),
     threads_per_worker: int = typer.Option(None, "--threads-per-worker", help="torch threads per actor."),
-    labeled: Path = typer.Option(None, "--labeled", help="Parquet/CSV file with an `id` column."),
+    labeled: str = typer.Option(None, "--labeled", help="Parquet/CSV file with an `id` column (a path or URI)."),
     embed_labeled: bool = typer.Option(False, "--embed-labeled", help="Keep labeled rows (embedding only)."),
     embedding: str = typer.Option("head", "--embedding", help="head (penultimate) or backbone features."),
     embedding_dtype: str = typer.Option("float16", "--embedding-dtype", help="float16 or float32."),

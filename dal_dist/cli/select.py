@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -14,10 +13,10 @@ from dal_dist.cli import app
 def select(
     strategy: str = typer.Option(..., "--strategy", help="topk, kcenter, hybrid, random or kcenter-init."),
     k: int = typer.Option(..., "--k", help="How many ids to pick."),
-    out: Path = typer.Option(..., "--out", help="Output Parquet: `id` in pick order (+ radius/score)."),
-    scores: Path = typer.Option(None, "--scores", help="Scores dataset (output of `dal-dist score`)."),
-    pool: Path = typer.Option(None, "--pool", help="Raw image pool (kcenter-init only)."),
-    labeled: Path = typer.Option(None, "--labeled", help="Parquet/CSV file of labeled ids (existing centers)."),
+    out: str = typer.Option(..., "--out", help="Output Parquet: `id` in pick order (+ radius/score); path or URI."),
+    scores: str = typer.Option(None, "--scores", help="Scores dataset (output of `dal-dist score`); path or URI."),
+    pool: str = typer.Option(None, "--pool", help="Raw image pool (kcenter-init only); path or URI."),
+    labeled: str = typer.Option(None, "--labeled", help="Parquet/CSV file of labeled ids (existing centers)."),
     by: str = typer.Option(None, "--by", help="Score column for topk/hybrid (higher = more worth labeling)."),
     candidates: int = typer.Option(None, "--candidates", help="hybrid: top-M rows that k-center sees."),
     seed: int = typer.Option(0, "--seed", help="random; k-center's first center when nothing is labeled."),

@@ -88,9 +88,9 @@ def kcenter_select(scores: str | os.PathLike, k: int, *, labeled_ids: np.ndarray
     return scan.candidate_ids()[picks], radii
 
 
-def write_selection(table: pa.Table, out: str | os.PathLike) -> Path:
-    """Write the selection Parquet atomically (readers never see half a file)."""
-    from dal_dist.atomic import write_parquet_atomic
+def write_selection(table: pa.Table, out: str | os.PathLike) -> str | Path:
+    """Write the selection Parquet atomically (readers never see half a file); `out` may be a URI (dal_dist.fs)."""
+    from dal_dist import fs as fsx
 
-    write_parquet_atomic(out, table)
-    return Path(out)
+    fsx.write_table_atomic(out, table)
+    return out if fsx.is_uri(out) else Path(out)

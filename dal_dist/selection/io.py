@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 from dal_dist.selection.kcenter import as_storage
 
@@ -25,7 +25,7 @@ from dal_dist.selection.kcenter import as_storage
 class ScoresScan:
     """Per-file row bookkeeping of a scores dataset (no embeddings): what selection needs to plan."""
 
-    files: list[Path]
+    files: list[str]                      # locations (local paths or URIs, see dal_dist.fs)
     dim: int | None
     ids: list[np.ndarray]                 # int64 ids per file, in file order
     labeled: list[np.ndarray]             # bool per row: an existing center, never a candidate
@@ -44,20 +44,26 @@ class ScoresScan:
         return np.concatenate([i[~m] for i, m in zip(self.ids, self.labeled)]) if self.ids else np.empty(0, np.int64)
 
 
-def score_files(path: str | os.PathLike) -> list[Path]:
-    """The `*.parquet` files of a scores directory in name order (`_`/`.` files and `rejects/` ignored)."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise DalDistError(f"{p}: scores directory not found")
-    files = sorted(f for f in p.glob("*.parquet") if not f.name.startswith(("_", ".")))
+def score_files(path: str | os.PathLike) -> list[str]:
+    """The `*.parquet` files of a scores directory in name order (`_`/`.` files and `rejects/` ignored).
+
+    `path` may be a URI (dal_dist.fs); off local disk the directory must carry `_COMPLETE`, which
+    `dal-dist score` writes after the last file, so a half-published output is never read.
+    """
+    if fsx.is_file(path):
+        return [str(path)]
+    if not fsx.is_dir(path):
+        raise DalDistError(f"{path}: scores directory not found")
+    if not fsx.is_complete_dir(path):
+        raise DalDistError(f"{path}: scores directory is incomplete (no {fsx.COMPLETE_MARKER} marker: still being "
+                           "published, or its `dal-dist score` was interrupted); score again with --overwrite")
+    files = fsx.list_files(path, ".parquet")
     if not files:
-        raise DalDistError(f"{p}: no *.parquet files (empty scores dataset)")
+        raise DalDistError(f"{path}: no *.parquet files (empty scores dataset)")
     return files
 
 
-def _embedding_dim(f: Path, schema: pa.Schema) -> int | None:
+def _embedding_dim(f: str, schema: pa.Schema) -> int | None:
     if "embedding" not in schema.names:
         return None
     t = schema.field("embedding").type
@@ -74,7 +80,8 @@ def scan_scores(path: str | os.PathLike, *, labeled_ids: np.ndarray | None = Non
     ids, labeled, scores = [], [], []
     for f in files:
         try:
-            schema = pq.read_schema(f)
+            with fsx.open_input(f) as fh:
+                schema = pq.read_schema(fh)
         except (pa.ArrowInvalid, OSError) as e:
             raise DalDistError(f"{f}: not a readable Parquet file: {e}") from e
         if "id" not in schema.names:
@@ -92,7 +99,8 @@ def scan_scores(path: str | os.PathLike, *, labeled_ids: np.ndarray | None = Non
             if score not in schema.names:
                 raise DalDistError(f"{f}: missing score column `{score}` (have {schema.names})")
             cols.append(score)
-        t = pq.read_table(f, columns=cols)
+        with fsx.open_input(f) as fh:
+            t = pq.read_table(fh, columns=cols)
         if t.column("id").null_count:
             raise DalDistError(f"{f}: column `id` has empty values")
         fid = t.column("id").to_numpy().astype(np.int64, copy=False)
@@ -125,7 +133,7 @@ def scan_scores(path: str | os.PathLike, *, labeled_ids: np.ndarray | None = Non
     return scan
 
 
-def load_embeddings(files: list[Path], keep: list[np.ndarray], dim: int,
+def load_embeddings(files: list[str], keep: list[np.ndarray], dim: int,
                     storage_dtype: str | None = None, ids: list[np.ndarray] | None = None) -> np.ndarray:
     """Rows of `embedding` where keep[file][row] is true, in dataset order, as one (n, dim) array.
 
@@ -134,7 +142,11 @@ def load_embeddings(files: list[Path], keep: list[np.ndarray], dim: int,
     """
     n = int(sum(int(k.sum()) for k in keep))
     if storage_dtype is None:
-        t = pq.read_schema(files[0]).field("embedding").type.value_type if files else pa.float32()
+        if files:
+            with fsx.open_input(files[0]) as fh:
+                t = pq.read_schema(fh).field("embedding").type.value_type
+        else:
+            t = pa.float32()
         storage_dtype = "float16" if t == pa.float16() else "float32"
     probe = as_storage(np.zeros((1, dim), np.float32), storage_dtype)
     out = np.empty((n, dim), dtype=probe.dtype)
@@ -142,7 +154,7 @@ def load_embeddings(files: list[Path], keep: list[np.ndarray], dim: int,
     for fi, (f, k) in enumerate(zip(files, keep)):
         if not k.any():
             continue
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(fsx.open_input(f))
         row = 0  # first file row of the current chunk
         for rg in range(pf.num_row_groups):
             col = pf.read_row_group(rg, columns=["embedding"]).column("embedding")
