@@ -33,10 +33,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dal_dist.errors import DalDistError
+from dal_dist.bgadl import BGADLConfig
+from dal_dist.sraal import SRAALConfig
 from dal_dist.training import TrainConfig
 
 UNCERTAINTY = ("bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std")
-STRATEGY_NAMES = UNCERTAINTY + ("random", "kcenter", "hybrid", "learning_loss")
+STRATEGY_NAMES = UNCERTAINTY + ("random", "kcenter", "hybrid", "learning_loss", "sraal", "bgadl")
+SUBSET_STRATEGIES = UNCERTAINTY + ("sraal", "bgadl")  # the ones that rank scores and may score a subset
 
 
 class _Strict(BaseModel):
@@ -66,14 +69,21 @@ class StrategySection(_Strict):
                                "subset of this size each round (Gal et al. 2017 used 2,000); null: all")
     mc_samples: int = Field(20, ge=2, description="MC-dropout samples T")
     distributed: bool = Field(False, description="kcenter/hybrid: sharded k-center on Ray actors")
+    sraal: SRAALConfig | None = Field(None, description="sraal: the state-relabeling selector's training "
+                                      "(Zhang et al. 2020); null: defaults")
+    bgadl: BGADLConfig | None = Field(None, description="bgadl: the VAE-ACGAN that generates x' = g(e(x*)) "
+                                      "(Tran et al. 2019); null: defaults")
 
     @model_validator(mode="after")
     def _options_fit(self) -> "StrategySection":
         if self.by is not None and self.name != "hybrid":
             raise ValueError(f"`by` is only used by strategy hybrid (strategy {self.name} scores by its own name)")
-        if self.subset is not None and self.name not in UNCERTAINTY:
-            raise ValueError(f"`subset` applies to the uncertainty strategies {list(UNCERTAINTY)}, not {self.name} "
+        if self.subset is not None and self.name not in SUBSET_STRATEGIES:
+            raise ValueError(f"`subset` applies to the strategies {list(SUBSET_STRATEGIES)}, not {self.name} "
                              f"(learning_loss has ll_subset; k-center needs every embedding)")
+        for key in ("sraal", "bgadl"):
+            if getattr(self, key) is not None and self.name != key:
+                raise ValueError(f"`{key}` options are only used by strategy {key}, not {self.name}")
         if self.candidates is not None and self.name != "hybrid":
             raise ValueError(f"`candidates` is only used by strategy hybrid, not {self.name}")
         return self
@@ -147,7 +157,11 @@ class RunConfig(_Strict):
 
     def canonical_json(self) -> str:
         """Sorted-key JSON of every field (defaults included): the thing the config hash is taken of."""
-        return json.dumps(self.model_dump(mode="json", exclude={"run_dir"}), sort_keys=True, separators=(",", ":"))
+        body = self.model_dump(mode="json", exclude={"run_dir"})
+        for key in ("sraal", "bgadl"):  # absent unless set: hashes of runs made before these options stay valid
+            if body["strategy"].get(key) is None:
+                body["strategy"].pop(key, None)
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON (run_dir excluded: moving a run does not change what it computes)."""

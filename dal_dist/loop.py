@@ -13,9 +13,13 @@ Run directory::
         model.pt               checkpoint trained on the labels of rounds < N
         train.json             training metrics + per-epoch history
         metrics.json           test accuracy (null without a test pool), labels used, training metrics
+        selector.pt            sraal only: the state-relabeling selector (encoder + VAE + discriminator)
         scores/                scoring output (absent for strategy random, which needs no model scores)
         selection.parquet      ids picked this round, in pick order
         to_label/              human oracle only: to_label.csv, <id>.png, tasks.json, label_config.xml
+        vae_acgan.pt           bgadl only: the VAE-ACGAN fitted on the labels up to this round
+        generated.parquet      bgadl only: x' = g(e(x*)) for this round's x*, with the oracle's labels
+        generate.json          bgadl only, written last: the generate step is done
         timings.json           seconds per step (informational)
         manifest.json          written last: the round is complete
       rounds/R+1/            final round (final_train): model.pt, train.json, metrics.json, manifest.json
@@ -58,9 +62,13 @@ from dal_dist.config import UNCERTAINTY, RunConfig, parse_config
 from dal_dist.errors import DalDistError
 from dal_dist.ledger import LabelLedger
 
+GENERATED_FILE = "generated.parquet"  # BGADL's x' of a round (negative ids), beside vae_acgan.pt
+SELECTOR_FILE = "selector.pt"  # SRAAL's trained selector of a round (model.pt stays the task model)
 CRASH_ENV = "DAL_DIST_TEST_CRASH_AT"  # tests: "round2:score" dies at the step's start, "round2:score+1.5" 1.5 s into it
 INITIAL_STEPS = ("select", "label", "manifest")
 ROUND_STEPS = ("train", "evaluate", "score", "select", "label", "manifest")
+# BGADL (Tran et al. 2019): after the oracle labels x*, a VAE-ACGAN adds x' = g(e(x*)) with the same label.
+BGADL_ROUND_STEPS = ("train", "evaluate", "score", "select", "label", "generate", "manifest")
 FINAL_STEPS = ("train", "evaluate", "manifest")
 RAY_STEP_ATTEMPTS = 3  # train/score attempts before a cluster failure ends the driver (resume retries more)
 
@@ -82,7 +90,11 @@ def round_seed(seed: int, r: int, tag: str) -> int:
 
 
 def steps_of(cfg: RunConfig, r: int) -> tuple[str, ...]:
-    return INITIAL_STEPS if r == 0 else ROUND_STEPS if r <= cfg.num_rounds() else FINAL_STEPS
+    if r == 0:
+        return INITIAL_STEPS
+    if r > cfg.num_rounds():
+        return FINAL_STEPS
+    return BGADL_ROUND_STEPS if cfg.strategy.name == "bgadl" else ROUND_STEPS
 
 
 def last_round(cfg: RunConfig) -> int:
@@ -104,6 +116,8 @@ def step_done(run_dir: Path, cfg: RunConfig, r: int, step: str) -> bool:
         return LabelLedger(run_dir).has_round(r)
     if step == "manifest":
         return (rd / "manifest.json").is_file()
+    if step == "generate":  # generate.json is written after the model and the generated file
+        return (rd / "generate.json").is_file()
     raise ValueError(step)
 
 
@@ -459,6 +473,15 @@ class _Driver:
         ids = labeled.column("id").to_numpy()
         labels = labeled.column("label").to_numpy()
         images = pool_images(self.s.pool, ids, self.s.image_shape)
+        generated = 0
+        if self.cfg.strategy.name == "bgadl":  # the labeled set + every earlier round's generated x'
+            from dal_dist.bgadl import read_generated
+
+            files = [round_dir(self.run_dir, k) / GENERATED_FILE for k in range(1, r)]
+            gx, gy = read_generated([f for f in files if f.is_file()], images.shape[1:])
+            generated = len(gy)
+            if generated:
+                images, labels = np.concatenate([images, gx]), np.concatenate([labels, gy])
         extra: dict[str, Any] = {"dropout": self.cfg.model.dropout}
         if self.cfg.strategy.name == "learning_loss":
             extra["learning_loss"] = True
@@ -478,10 +501,32 @@ class _Driver:
             result = train(model_config, images, labels, train_cfg, rd / "model.pt",
                            init_checkpoint=prev if prev.is_file() else None, storage_dir=storage,
                            executor=self.cfg.executor)
+            info: dict[str, Any] = {}
+            if self.cfg.strategy.name == "sraal" and r <= self.cfg.num_rounds():
+                info["selector"] = self._train_selector(r, rd, ids, labeled.column("label").to_numpy(), storage)
         finally:
             shutil.rmtree(storage, ignore_errors=True)
+        if generated:
+            info["generated_images"] = generated
         write_json_atomic(rd / "train.json", {"labels": int(len(ids)), "seed": train_cfg.seed,
-                                              "metrics": result.metrics, "history": result.history})
+                                              "metrics": result.metrics, "history": result.history, **info})
+
+    def _train_selector(self, r: int, rd: Path, ids: np.ndarray, labels: np.ndarray, storage: Path) -> dict:
+        """SRAAL (Zhang et al. 2020): fit the state-relabeling selector that scoring ranks by; the task
+        model (model.pt) is trained as for any strategy, so learning curves compare like with like."""
+        from dal_dist.models import default_config
+        from dal_dist.sraal import SRAALConfig, sraal_train_round
+
+        shape = self.s.image_shape
+        cfg = (self.cfg.strategy.sraal or SRAALConfig()).model_copy(
+            update={"seed": round_seed(self.cfg.seed, r, "sraal")})
+        side = self.cfg.model.image_size or (shape[0] if shape and shape[0] == shape[1] else None)
+        model_config = default_config("sraal", self.s.num_classes, in_channels=shape[2] if shape else None,
+                                      image_size=side, seed=round_seed(self.cfg.seed, r, "sraal_model"))
+        unl = np.setdiff1d(self.s.pool_ids(), ids)
+        result = sraal_train_round(self.s.pool, ids, labels, unl, model_config, cfg, rd / SELECTOR_FILE,
+                                   image_shape=shape, storage_dir=storage / "sraal", executor=self.cfg.executor)
+        return {"metrics": result.metrics}
 
     def _evaluate(self, r: int, rd: Path) -> None:
         from dal_dist.training import evaluate
@@ -502,8 +547,9 @@ class _Driver:
 
         st = self.cfg.strategy
         labeled = self.ledger.ids(before_round=r)
-        acquisitions = {"learning_loss": ["pred_loss"], "kcenter": ["entropy"],
+        acquisitions = {"learning_loss": ["pred_loss"], "kcenter": ["entropy"], "bgadl": ["bald"],
                         "hybrid": [st.by or "bald"]}.get(st.name, [st.name])
+        checkpoint = rd / (SELECTOR_FILE if st.name == "sraal" else "model.pt")
         size = st.ll_subset if st.name == "learning_loss" else st.subset
         if size is not None:
             # Score only a random subset of the unlabeled pool (Yoo & Kweon 2019; Gal et al. 2017's code);
@@ -514,7 +560,7 @@ class _Driver:
             labeled = np.setdiff1d(self.s.pool_ids(), subset)
         if self.cfg.executor == "ray":
             self._ensure_ray()
-        score_pool(self.s.pool, rd / "model.pt", rd / "scores", acquisitions=acquisitions,
+        score_pool(self.s.pool, checkpoint, rd / "scores", acquisitions=acquisitions,
                    mc_samples=st.mc_samples, workers=self.cfg.workers, labeled=labeled,
                    embed_labeled=st.name in ("kcenter", "hybrid"), seed=round_seed(self.cfg.seed, r, "score"),
                    overwrite=True, progress=False, executor=self.cfg.executor)
@@ -535,8 +581,8 @@ class _Driver:
                     raise DalDistError(f"round {r}: budget {k} exceeds the {len(unl)} unlabeled images left")
                 picks = np.random.default_rng(seed).choice(unl, size=k, replace=False)
                 table = pa.table({"id": pa.array(picks, pa.int64())})
-            elif st.name in UNCERTAINTY or st.name == "learning_loss":
-                by = "pred_loss" if st.name == "learning_loss" else st.name
+            elif st.name in UNCERTAINTY or st.name in ("learning_loss", "sraal", "bgadl"):
+                by = {"learning_loss": "pred_loss", "bgadl": "bald"}.get(st.name, st.name)
                 table = select("topk", k, scores=scores, by=by, seed=seed)
             elif st.name == "kcenter":
                 if st.distributed:
@@ -580,6 +626,24 @@ class _Driver:
         raise _Paused(r, f"round {r}: {len(ids)} images to label in {out} (to_label.csv, or import tasks.json "
                          f"into Label Studio); then run `dal-dist labels import FILE --run-dir {self.run_dir}` "
                          f"and `dal-dist run --resume {self.run_dir}`")
+
+    def _generate(self, r: int, rd: Path) -> None:
+        """BGADL (Tran et al. 2019): fit the VAE-ACGAN on every label so far, then add x' = g(e(x*)) for
+        this round's x* with the oracle's label; the next rounds' training reads them (see `_train`)."""
+        from dal_dist.bgadl import BGADLConfig, bgadl_generate_round
+
+        labeled = self.ledger.table(before_round=r + 1).sort_by("id")
+        ids = labeled.column("id").to_numpy()
+        labels = labeled.column("label").to_numpy()
+        images = pool_images(self.s.pool, ids, self.s.image_shape)
+        new = np.isin(ids, read_selection(self.run_dir, r))
+        cfg = (self.cfg.strategy.bgadl or BGADLConfig()).model_copy(update={"seed": self.cfg.seed})
+        prev = round_dir(self.run_dir, r - 1) / "vae_acgan.pt"
+        result = bgadl_generate_round(images, labels, images[new], labels[new], ids[new], cfg,
+                                      num_classes=self.s.num_classes, round_index=r,
+                                      model_out=rd / "vae_acgan.pt", generated_out=rd / GENERATED_FILE,
+                                      init_model=prev if prev.is_file() else None)
+        write_json_atomic(rd / "generate.json", {"generated": int(len(result.ids)), "metrics": result.metrics})
 
     def _manifest(self, r: int, rd: Path) -> None:
         kind = "initial" if r == 0 else "acquisition" if r <= self.cfg.num_rounds() else "final"

@@ -140,7 +140,14 @@ class ResNet18(DALModel):
         return f
 
 
-REGISTRY: dict[str, Callable[[ModelConfig], DALModel]] = {"mnist-cnn": MnistCNN, "resnet18": ResNet18}
+def _sraal(config: ModelConfig) -> DALModel:
+    from dal_dist.sraal import SRAALModel  # imported lazily: dal_dist.sraal imports this module
+
+    return SRAALModel(config)
+
+
+REGISTRY: dict[str, Callable[[ModelConfig], DALModel]] = {"mnist-cnn": MnistCNN, "resnet18": ResNet18,
+                                                          "sraal": _sraal}
 
 
 def build_model(config: ModelConfig) -> DALModel:
@@ -151,6 +158,9 @@ def build_model(config: ModelConfig) -> DALModel:
         raise DalDistError(f"model: num_classes must be >= 2, got {config.num_classes}")
     if config.name == "mnist-cnn" and config.image_size < 10:
         raise DalDistError(f"model mnist-cnn: image_size must be >= 10, got {config.image_size}")
+    if config.name == "sraal" and (config.image_size < 8 or config.image_size % 4):
+        raise DalDistError(f"model sraal: image_size must be a multiple of 4 and >= 8 (two stride-2 "
+                           f"convolutions mirrored by the decoder), got {config.image_size}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = REGISTRY[config.name](config)

@@ -442,7 +442,7 @@ def _storage_error(e: BaseException, out: fsx.Location) -> BaseException:
     cause = getattr(e, "cause", None)
     cause = cause if isinstance(cause, OSError) else e
     why = f"[Errno {cause.errno}] {cause.strerror}" if cause.strerror else str(cause)  # not Ray's retry note
-    err = StorageError(f"{fsx.describe(out)}: scoring failed on its output files ({why}); nothing was published "
+    err = StorageError(f"{fsx.describe(out)}: scoring failed on a file operation ({why}); nothing was published "
                        "and the previous output, if any, is intact")
     err.errno = cause.errno
     return err

@@ -22,7 +22,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-STRATEGIES = ("bald", "variation_ratio", "entropy", "mean_std", "random", "learning_loss", "kcenter")
+STRATEGIES = ("bald", "variation_ratio", "entropy", "mean_std", "random", "learning_loss", "kcenter", "sraal",
+              "bgadl")
 # The paper's Table 1: labels needed to reach 10% / 5% test error.
 PAPER = {"bald": (145, 335), "variation_ratio": (120, 295), "entropy": (165, 355), "mean_std": (230, 695),
          "random": (255, 835)}
@@ -57,6 +58,10 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int
         st["ll_subset"] = subset or 10_000
     elif strategy == "kcenter":
         st["mc_samples"] = 2  # k-center reads embeddings only
+    elif strategy == "sraal":  # ranks by the state discriminator; MC samples are not used for the pick
+        st.update(subset=subset, mc_samples=2, sraal={"steps": 300, "unlabeled_sample": 2000})
+    elif strategy == "bgadl":  # BALD picks, plus one generated x' per acquired x*
+        st.update(subset=subset, bgadl={"steps": 300})
     return {
         "pool": str(pool), "test_pool": str(test),
         "model": {"name": "mnist-cnn", "dropout": 0.5},
