@@ -143,16 +143,33 @@ def main(argv: list[str] | None = None) -> int:
                 futs = [ex.submit(one_run, s, seed, pool, test, a.workdir, opts, 1) for s, seed in todo]
                 for f in as_completed(futs):
                     print(json.dumps(f.result()), flush=True)
-    curves = [load_curve(d, name=d.name) for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
-    curves = [c for c in curves if c.strategy in strategies]
+    from dal_dist.loop import run_status
+
+    dirs = [d for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
+    curves = [c for c in (load_curve(d, name=d.name) for d in dirs) if c.strategy in strategies]
     a.results.mkdir(parents=True, exist_ok=True)
     write_curves_csv(curves, a.results / "curves.csv")
     plot_curves(curves, a.results / "learning_curves.png", "MNIST (Gal et al. 2017 protocol): test accuracy vs labels")
     table = summary_table(curves, (0.90, 0.95))
     paper = "\n".join(f"| {s} | {e10} | {e5} |" for s, (e10, e5) in PAPER.items())
+    runs = ["| run | state | labels | last test accuracy | step time (s) |", "|---|---|---|---|---|"]
+    for d, c in zip([d for d in dirs if d.name in {c.name for c in curves}], curves):
+        st = run_status(d)
+        state = ("reached the stop accuracy" if st["target_reached_round"]
+                 else "complete" if st["complete"] else f"in progress (next: round {st['next']['round']})")
+        wall = round(sum(sum(json.loads(t.read_text()).values()) for t in (d / "rounds").glob("*/timings.json")))
+        runs.append(f"| {d.name} | {state} | {c.labels[-1]} | {c.accuracy[-1]:.4f} | {wall} |")
+    ratio = ""
+    b, r = ([c.labels_to_reach(0.90) for c in curves if c.strategy == k] for k in ("bald", "random"))
+    if b and r and all(x is not None for x in b + r):
+        import numpy as np
+
+        ratio = (f"\nBALD needs {np.mean(b):.0f} labels for 90% test accuracy (seeds: {b}), random {np.mean(r):.0f} "
+                 f"({r}): **{np.mean(b) / np.mean(r):.2f}×** (target: ≤ 200 labels and ≤ 0.6×).\n")
     (a.results / "table.md").write_text(
-        "# Labels to reach 90% / 95% test accuracy (10% / 5% error)\n\n## dal-dist\n\n" + table +
-        "\n## Gal et al. 2017, Table 1\n\n| strategy | 10% error | 5% error |\n|---|---|---|\n" + paper + "\n")
+        "# Labels to reach 90% / 95% test accuracy (10% / 5% error)\n\n## dal-dist\n\n" + table + ratio +
+        "\n## Gal et al. 2017, Table 1\n\n| strategy | 10% error | 5% error |\n|---|---|---|\n" + paper +
+        "\n\n## Runs\n\n" + "\n".join(runs) + "\n")
     print(json.dumps({"runs": len(curves), "wall_s": round(time.time() - t0, 1), "results": str(a.results)}))
     return 0
 
