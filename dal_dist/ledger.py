@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dal_dist.atomic import write_parquet_atomic
-from dal_dist.errors import DalDistError
+from dal_dist.errors import DalDistError, StorageError
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False),
                     pa.field("round", pa.int32(), nullable=False), pa.field("source", pa.string())])
@@ -80,7 +80,11 @@ class LabelLedger:
         if len(again):
             raise DalDistError(f"ledger round {round}: ids already labeled in an earlier round, "
                                f"e.g. {again[:5].tolist()} (nothing written)")
-        write_parquet_atomic(self.path(round), table)
+        try:
+            write_parquet_atomic(self.path(round), table)
+        except OSError as e:  # full disk, permissions: the atomic writer left the ledger as it was
+            raise StorageError(f"{self.path(round)}: cannot write round {round} of the ledger ({e}); nothing was "
+                               "recorded and the earlier rounds are intact") from e
         return True
 
     def _read(self, round: int) -> pa.Table:

@@ -260,7 +260,11 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     staging = _make_staging(out)
     from dal_dist.progress import ProgressCounter
 
-    tracker = ray.remote(num_cpus=0)(ProgressCounter).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: losing another node must not lose the counter (soft: any node if need be).
+    tracker = ray.remote(num_cpus=0)(ProgressCounter).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True)).remote()
     from dal_dist.placement import node_cpus, plan_actor_resources, plan_cpus
 
     cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
@@ -299,7 +303,10 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
         _run_with_progress(lambda: ds.write_parquet(data_path, filesystem=data_fs, min_rows_per_file=batch_size * 64,
                                                     ray_remote_args=io_args, concurrency=workers),
                            tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
-        rows, first, first_rows, last = ray.get(tracker.get.remote())
+        try:
+            rows, first, first_rows, last = ray.get(tracker.get.remote())
+        except ray.exceptions.RayActorError:  # progress is informational: the row count comes from the files
+            rows, first, first_rows, last = 0, None, 0, None
         written, rejects = _verify_staging(staging, expected)
         _promote(staging, out, overwrite)
     except BaseException as e:

@@ -129,10 +129,12 @@ def test_killed_driver_resumes_to_the_same_ledger(reference, pools, ray_local, t
     run_dir = tmp_path / "run"
     chain = [
         "round1:train+4",      # inside training (Ray Train workers running)
+        "round1:evaluate",     # between train and evaluate
         "round1:score",        # between evaluate and score
         "round2:score+3",      # inside scoring (Ray Data pipeline running)
+        "round2:label",        # between select and label (selection published, ledger not yet)
         "round2:manifest",     # after the ledger append, before the manifest: labels must not apply twice
-        "round3:score",        # between evaluate and score
+        "round3:select",       # between score and select
     ]
     first = True
     for point in chain:

@@ -96,6 +96,7 @@ class LocalCluster:
         self.ray = str(Path(bindir) / "ray")
         self.port, self.dashboard_port = 0, 0
         self.nodes = 0
+        self.node_tags: list[str] = []  # tags of nodes added with their own tag (see `add_node`)
 
     @property
     def address(self) -> str:
@@ -128,7 +129,20 @@ class LocalCluster:
             self._ray_start(["--address", self.address])
         return self
 
+    def add_node(self) -> str:
+        """One more node whose processes carry a tag of their own, so that a test can kill just that node."""
+        tag = f"{self.tag}-n{self.nodes}"
+        self.node_tags.append(tag)
+        cluster_env, self.env = self.env, {**self.env, TAG_VAR: tag}
+        try:
+            self._ray_start(["--address", self.address])
+        finally:
+            self.env = cluster_env
+        return tag
+
     def stop(self) -> None:
+        for tag in self.node_tags:
+            kill_tagged(tag)
         kill_tagged(self.tag)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

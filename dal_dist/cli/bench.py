@@ -49,3 +49,17 @@ def kcenter(
         bench.main_sharded(n=n, dim=dim, labeled=labeled, k=k, workers=sharded_workers, seed=seed)
         return
     bench.main(n=n, dim=dim, labeled=labeled, k=k, dtype=dtype, ref_picks=ref_picks, seed=seed)
+
+
+@bench_app.command("soak")
+def soak(
+    rounds: int = typer.Option(20, "--rounds", help="Consecutive active-learning rounds."),
+    pool: int = typer.Option(2000, "--pool", help="Synthetic pool size (dal_dist.pool_synth)."),
+    kill_prob: float = typer.Option(0.5, "--kill-prob", help="Chance that a round's scoring loses an actor (SIGKILL)."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(2, "--workers", help="Scoring actors."),
+) -> None:
+    """Rounds under random scoring-actor kills: per round ok / ledger exact / driver RSS, then a summary line."""
+    from dal_dist.benchmarks import soak as bench
+
+    bench.main(rounds=rounds, pool_rows=pool, kill_prob=kill_prob, seed=seed, workers=workers)

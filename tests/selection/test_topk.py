@@ -8,7 +8,7 @@ import pytest
 from dal_dist.errors import DalDistError
 from dal_dist.selection import select
 from dal_dist.selection.topk import merge_topk
-from selection_helpers import brute_kcenter
+from selection_helpers import brute_kcenter, write_scores
 
 
 def _full_sort(ids, scores, k):
@@ -58,3 +58,14 @@ def test_hybrid_is_subset_of_top_m_and_is_kcenter_on_it(scores_dir):
     np.testing.assert_array_equal(got, ids[cand][ref])
     with pytest.raises(DalDistError, match="larger than --candidates"):
         select("hybrid", m + 1, scores=path, by="bald", candidates=m)
+
+
+@pytest.mark.parametrize("strategy", ["topk", "hybrid"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_score_names_the_file_and_id(tmp_path, strategy, bad):
+    ids = np.arange(100, 160)
+    bald = np.linspace(0, 1, 60).astype(np.float32)
+    bald[41] = bad
+    path = write_scores(tmp_path / "s", ids, np.zeros((60, 4), np.float32), files=2, scores={"bald": bald})
+    with pytest.raises(DalDistError, match=r"part-00001\.parquet: score `bald` is missing/NaN/inf for id 141"):
+        select(strategy, 3, scores=path, by="bald", candidates=10)
