@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", type=int, default=2000, help="random unlabeled subset scored per round")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
+    p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: torch's)")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
 
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         todo += [(s, seed) for seed in seeds for s in strategies if s not in head]
         if a.jobs <= 1:
             for s, seed in todo:
-                print(json.dumps(one_run(s, seed, pool, test, a.workdir, opts, torch_threads())), flush=True)
+                print(json.dumps(one_run(s, seed, pool, test, a.workdir, opts, a.threads or torch_threads())),
+                      flush=True)
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["| run | state | labels | last test accuracy | step time (s) |", "|---|---|---|---|---|"]
     for d, c in zip([d for d in dirs if d.name in {c.name for c in curves}], curves):
         st = run_status(d)
-        state = ("reached the stop accuracy" if st["target_reached_round"]
+        stop = json.loads((d / "config.json").read_text())["config"].get("stop_at_accuracy")
+        state = (f"reached its stop accuracy {stop}" if st["target_reached_round"]
                  else "complete" if st["complete"] else f"in progress (next: round {st['next']['round']})")
         wall = round(sum(sum(json.loads(t.read_text()).values()) for t in (d / "rounds").glob("*/timings.json")))
         runs.append(f"| {d.name} | {state} | {c.labels[-1]} | {c.accuracy[-1]:.4f} | {wall} |")

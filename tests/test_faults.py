@@ -88,7 +88,8 @@ def test_scoring_actor_sigkill_mid_job_keeps_one_row_per_id(ray_local, synth, tm
     killer = Killer(MAP_WORKER + ".submit")  # an actor in the middle of a batch
     killer.start()
     try:
-        s = score_pool(pool, ckpt, tmp_path / "scores", acquisitions="bald", mc_samples=8, workers=2,
+        # T = 48 makes each batch last ~1 s, a window the killer cannot miss even on a loaded machine.
+        s = score_pool(pool, ckpt, tmp_path / "scores", acquisitions="bald", mc_samples=48, workers=2,
                        labeled=labeled, batch_size=128, progress=False)
     finally:
         killer.stop()

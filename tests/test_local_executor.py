@@ -100,7 +100,7 @@ def test_local_run_with_subset_and_stop_at_accuracy(pools, tmp_path):
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"strategy": {"name": "kcenter", "subset": 10}}, "`subset` applies to the uncertainty"),
+    ({"strategy": {"name": "kcenter", "subset": 10}}, "`subset` applies to the strategies"),
     ({"executor": "local", "strategy": {"name": "kcenter", "distributed": True}}, "needs executor: ray"),
     ({"executor": "local", "train": {"workers": 2}}, "needs executor: ray"),
     ({"executor": "spark"}, "executor"),
