@@ -344,7 +344,9 @@ def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | st
             try:
                 for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
                     scorer.rejects_dir = fsx.join(staging, REJECTS_DIR)
-                    parts.append(scorer(pa.Table.from_batches([batch])))
+                    out_part = scorer(pa.Table.from_batches([batch]))
+                    if out_part.num_rows:  # a batch of labeled rows only comes back empty (other schema)
+                        parts.append(out_part)
                     first = first or time.time()
             except (pa.ArrowException, OSError) as e:
                 raise DalDistError(f"{f}: cannot read (truncated or corrupt?): {e}") from e

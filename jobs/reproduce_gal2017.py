@@ -86,7 +86,9 @@ def one_run(strategy: str, seed: int, pool: Path, test: Path, workdir: Path, opt
     rd = workdir / f"{strategy}-seed{seed}"
     cfg = parse_config(run_config(strategy, seed, pool, test, **opts))
     t = time.time()
-    run(cfg, rd, resume=(rd / "config.json").exists(), log=lambda m: None)
+    # An existing run continues under its stored config (its stop accuracy may differ from this call's).
+    existing = (rd / "config.json").exists()
+    run(None if existing else cfg, rd, resume=existing, log=lambda m: None)
     wall_file = rd / "wall_s.json"
     prev = json.loads(wall_file.read_text())["wall_s"] if wall_file.exists() else 0.0
     wall = prev + time.time() - t
