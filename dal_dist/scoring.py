@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -307,13 +307,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
             rows, first, first_rows, last = ray.get(tracker.get.remote())
         except ray.exceptions.RayActorError:  # progress is informational: the row count comes from the files
             rows, first, first_rows, last = 0, None, 0, None
-        written, rejects = _verify_staging(staging, expected)
-        _promote(staging, out, overwrite)
+        written, rejects = _publish(staging, out, expected, overwrite)
     except BaseException as e:
-        fsx.delete_dir(staging)
-        if (err := _storage_error(e, out)) is e:
-            raise
-        raise err from e
+        _abandon(staging, out, e)
     finally:
         ray.kill(tracker)
     seconds = time.time() - t_call
@@ -353,13 +349,9 @@ def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | st
             table = pa.concat_tables(parts) if parts else scorer.empty_table()
             rows += table.num_rows
             fsx.write_table_atomic(fsx.join(staging, "data", f"part-{i:05d}.parquet"), table)
-        written, rejects = _verify_staging(staging, expected)
-        _promote(staging, out, overwrite)
+        written, rejects = _publish(staging, out, expected, overwrite)
     except BaseException as e:
-        fsx.delete_dir(staging)
-        if (err := _storage_error(e, out)) is e:
-            raise
-        raise err from e
+        _abandon(staging, out, e)
     seconds = time.time() - t_call
     return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
                         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
@@ -442,6 +434,22 @@ def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
     bar.close()
     if err:
         raise err[0]
+
+
+def _publish(staging: fsx.Location, out: Path | str, expected: int, overwrite: bool) -> tuple[int, int]:
+    """Verify the staged output (rows, ids once) and promote it to `out`; returns (rows, rejects)."""
+    written, rejects = _verify_staging(staging, expected)
+    _promote(staging, out, overwrite)
+    return written, rejects
+
+
+def _abandon(staging: fsx.Location, out: Path | str, e: BaseException) -> NoReturn:
+    """Remove the staging directory and re-raise `e`; a file error becomes one StorageError line."""
+    fsx.delete_dir(staging)
+    err = _storage_error(e, out)
+    if err is e:
+        raise e
+    raise err from e
 
 
 def _storage_error(e: BaseException, out: fsx.Location) -> BaseException:

@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +377,7 @@ def train_sraal(model_config: ModelConfig, labeled_x: np.ndarray, labeled_y: np.
         return TrainResult(checkpoint=Path(out_checkpoint),
                            metrics={**out["metrics"], "seconds": time.monotonic() - start}, history=out["history"])
     return _train_ray(model_config, labeled_x, labeled_y, unlabeled_x, cfg, out_checkpoint, init_state,
-                      storage_dir, start)
+                      storage_dir)
 
 
 def _check_unlabeled(unlabeled_x: Any) -> None:
@@ -409,38 +407,16 @@ def _fit_and_save(model_config: ModelConfig, cfg: SRAALConfig, labeled_x: np.nda
 
 def _train_ray(model_config: ModelConfig, labeled_x: np.ndarray, labeled_y: np.ndarray, unlabeled_x: np.ndarray,
                cfg: SRAALConfig, out_checkpoint: str | os.PathLike, init_state: dict[str, torch.Tensor] | None,
-               storage_dir: str | os.PathLike | None, start: float) -> Any:
+               storage_dir: str | os.PathLike | None) -> Any:
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from dal_dist.training import CHECKPOINT_FILE, TrainResult, _copy_atomic, _run_config
+    from dal_dist.training import fit_on_ray_train
 
     refs = {"labeled_x": ray.put(np.ascontiguousarray(labeled_x)), "labeled_y": ray.put(labeled_y),
             "unlabeled_x": ray.put(np.ascontiguousarray(unlabeled_x)),
             "init_state": ray.put(init_state) if init_state is not None else None}
     loop_config = {"model_config": model_config.to_json(), "sraal_config": cfg.model_dump(), "refs": refs}
-    own_storage = storage_dir is None
-    storage = Path(tempfile.mkdtemp(prefix="dal-dist-sraal-")) if own_storage else Path(storage_dir).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    try:
-        trainer = TorchTrainer(
-            _sraal_loop, train_loop_config=loop_config,
-            scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=cfg.use_gpu),
-            run_config=_run_config(storage, f"sraal-{Path(out_checkpoint).stem}-{uuid.uuid4().hex[:8]}"))
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise DalDistError(f"SRAAL training finished without a checkpoint (run directory {result.path})")
-        with result.checkpoint.as_directory() as ckpt_dir:
-            _copy_atomic(Path(ckpt_dir) / CHECKPOINT_FILE, Path(out_checkpoint))
-        seconds = time.monotonic() - start
-    finally:
-        if own_storage:
-            shutil.rmtree(storage, ignore_errors=True)
-    # Train V2 hands back the worker's return value; the reported metrics are the fallback (V1).
-    summary = getattr(result, "return_value", None) or {"metrics": dict(result.metrics or {})}
-    return TrainResult(checkpoint=Path(out_checkpoint), metrics={**summary.get("metrics", {}), "seconds": seconds},
-                       history=summary.get("history", []))
+    return fit_on_ray_train(_sraal_loop, loop_config, 1, cfg.use_gpu, out_checkpoint, storage_dir, "sraal")
 
 
 def _sraal_loop(config: dict[str, Any]) -> dict[str, Any]:

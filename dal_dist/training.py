@@ -150,8 +150,6 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     multi-node cluster it must be shared storage, since the checkpoint travels through it.
     """
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     if cfg.learning_loss and not model_config.extra.get("learning_loss"):
         # The loss module is part of the model (and checkpoint) so scoring can emit `pred_loss`.
@@ -185,20 +183,34 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     }
     loop_config = {"model_config": model_config.to_json(), "train_config": cfg.model_dump(), "refs": refs}
 
+    return fit_on_ray_train(_train_loop, loop_config, cfg.workers, cfg.use_gpu, out_checkpoint, storage_dir, "train")
+
+
+def fit_on_ray_train(loop: Any, loop_config: dict[str, Any], workers: int, use_gpu: bool,
+                     out_checkpoint: str | os.PathLike, storage_dir: str | os.PathLike | None,
+                     name: str) -> TrainResult:
+    """Run a Ray Train loop (`TorchTrainer`) and copy rank 0's CHECKPOINT_FILE to `out_checkpoint` atomically.
+
+    The loop reports once, at its end, with a checkpoint directory holding CHECKPOINT_FILE and returns
+    {"metrics", "history"}; `storage_dir` (a temp dir, removed afterwards, when None) holds Ray Train's
+    run directory and must be shared storage on a multi-node cluster.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     own_storage = storage_dir is None
-    storage = Path(tempfile.mkdtemp(prefix="dal-dist-train-")) if own_storage else Path(storage_dir).resolve()
+    storage = Path(tempfile.mkdtemp(prefix=f"dal-dist-{name}-")) if own_storage else Path(storage_dir).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
         trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config=loop_config,
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
-            run_config=_run_config(storage, f"train-{Path(out_checkpoint).stem}-{uuid.uuid4().hex[:8]}"),
+            loop, train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            run_config=_run_config(storage, f"{name}-{Path(out_checkpoint).stem}-{uuid.uuid4().hex[:8]}"),
         )
         result = trainer.fit()
         if result.checkpoint is None:
-            raise DalDistError(f"training finished without a checkpoint (run directory {result.path})")
+            raise DalDistError(f"{name}: training finished without a checkpoint (run directory {result.path})")
         with result.checkpoint.as_directory() as ckpt_dir:
             _copy_atomic(Path(ckpt_dir) / CHECKPOINT_FILE, Path(out_checkpoint))
         seconds = time.monotonic() - start
