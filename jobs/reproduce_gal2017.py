@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     from dal_dist.loop import run_status
 
     dirs = [d for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
-    curves = [c for c in (load_curve(d, name=d.name) for d in dirs) if c.strategy in strategies]
+    # A run that has not finished one acquisition round yet has no curve to compare.
+    curves = [c for c in (load_curve(d, name=d.name) for d in dirs) if c.strategy in strategies and len(c.labels) > 1]
     a.results.mkdir(parents=True, exist_ok=True)
     write_curves_csv(curves, a.results / "curves.csv")
     plot_curves(curves, a.results / "learning_curves.png", "MNIST (Gal et al. 2017 protocol): test accuracy vs labels")
