@@ -48,6 +48,7 @@ import shutil
 import threading
 import time
 import zlib
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -320,17 +321,34 @@ class _Paused(Exception):
 
 
 def run(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = False,
-        log: Callable[[str], None] | None = None) -> RunOutcome:
-    """Start (or with `resume`, continue) a run in `run_dir`; returns when done or waiting for human labels."""
+        log: Callable[[str], None] | None = None, use_gpu: bool | None = None) -> RunOutcome:
+    """Start (or with `resume`, continue) a run in `run_dir`; returns when done or waiting for human labels.
+
+    `use_gpu` (resume only) moves the rest of the run to or off a GPU: where the work runs is not part of
+    what the run computes, so the stored config and its hash stay; each round's train.json records it.
+    """
     run_dir = local_run_dir(run_dir)
     if config is None and not resume:
         raise DalDistError("a new run needs a config (`dal-dist run --config FILE`)")
+    if use_gpu is not None and not resume:
+        raise DalDistError("use_gpu overrides the stored config of a resumed run; a new run sets train.use_gpu")
     if resume:
         _read_stored_config(run_dir)  # a clear error for a wrong path, before anything is created there
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         state = _start(config, run_dir, resume)
+        if use_gpu is not None:
+            state = dataclasses.replace(state, config=with_device(state.config, use_gpu))
         return _Driver(state, log or (lambda s: None)).run_all()
+
+
+def with_device(cfg: RunConfig, use_gpu: bool) -> RunConfig:
+    """`cfg` with every GPU switch (task model training, SRAAL's networks) set to `use_gpu`."""
+    update: dict[str, Any] = {"train": cfg.train.model_copy(update={"use_gpu": use_gpu})}
+    if cfg.strategy.sraal is not None:
+        update["strategy"] = cfg.strategy.model_copy(
+            update={"sraal": cfg.strategy.sraal.model_copy(update={"use_gpu": use_gpu})})
+    return cfg.model_copy(update=update)
 
 
 def _start(config: RunConfig | None, run_dir: Path, resume: bool) -> RunState:
@@ -509,6 +527,7 @@ class _Driver:
         if generated:
             info["generated_images"] = generated
         write_json_atomic(rd / "train.json", {"labels": int(len(ids)), "seed": train_cfg.seed,
+                                              "use_gpu": train_cfg.use_gpu, "executor": self.cfg.executor,
                                               "metrics": result.metrics, "history": result.history, **info})
 
     def _train_selector(self, r: int, rd: Path, ids: np.ndarray, labels: np.ndarray, storage: Path) -> dict:
@@ -528,6 +547,12 @@ class _Driver:
                                    image_shape=shape, storage_dir=storage / "sraal", executor=self.cfg.executor)
         return {"metrics": result.metrics}
 
+    def _local_device(self) -> str:
+        """Where in-process work (evaluation, BGADL's generator) runs: the GPU when training asks for one."""
+        import torch
+
+        return "cuda" if self.cfg.train.use_gpu and torch.cuda.is_available() else "cpu"
+
     def _evaluate(self, r: int, rd: Path) -> None:
         from dal_dist.training import evaluate
 
@@ -535,7 +560,7 @@ class _Driver:
         if self.s.test_pool is not None:
             if self._test is None:
                 self._test = pool_images_and_labels(self.s.test_pool, self.s.image_shape)
-            acc = evaluate(rd / "model.pt", *self._test)
+            acc = evaluate(rd / "model.pt", *self._test, device=self._local_device())
         trained = _read_json(rd / "train.json") or {}
         write_json_atomic(rd / "metrics.json", {
             "round": r, "labels": trained.get("labels"), "test_accuracy": acc,
@@ -642,7 +667,8 @@ class _Driver:
         result = bgadl_generate_round(images, labels, images[new], labels[new], ids[new], cfg,
                                       num_classes=self.s.num_classes, round_index=r,
                                       model_out=rd / "vae_acgan.pt", generated_out=rd / GENERATED_FILE,
-                                      init_model=prev if prev.is_file() else None)
+                                      init_model=prev if prev.is_file() else None,
+                                      device=self._local_device())
         write_json_atomic(rd / "generate.json", {"generated": int(len(result.ids)), "metrics": result.metrics})
 
     def _manifest(self, r: int, rd: Path) -> None:

@@ -60,13 +60,15 @@ class BatchScorer:
                  embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None):
-        import ray
-
         from dal_dist.models import load_checkpoint
 
         if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
+            import ray
+
             checkpoint = ray.get(checkpoint[0])
         if isinstance(labeled_ids, list):
+            import ray
+
             labeled_ids = ray.get(labeled_ids[0])
         if threads:
             torch.set_num_threads(threads)
@@ -206,8 +208,6 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     `executor="local"` streams the pool through the same `BatchScorer` in this process (no Ray): for
     pools of a few ten thousand images, starting an actor pool costs more than the scoring itself.
     """
-    import ray
-
     from dal_dist.idfile import read_ids
     from dal_dist.models import load_checkpoint
     from dal_dist.pool import pool_files, pool_listing, validate_pool
@@ -252,6 +252,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                             labeled_in_pool, threads_per_worker, t_call)
     if executor != "ray":
         raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
+    import ray  # the local executor needs no Ray at all
 
     if not ray.is_initialized():
         ray.init()

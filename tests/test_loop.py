@@ -188,6 +188,23 @@ def test_resume_refuses_a_different_config_and_restart_refuses_an_existing_run(r
     assert ledger_rows(reference["dir"]) == before
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_run_resumes_on_cpu_with_the_same_config_and_ledger(reference, pools, tmp_path):
+    """A run started for a GPU (train.use_gpu) continues on a CPU-only machine with use_gpu=False."""
+    cfg = parse_config(small_config(*pools, train={"epochs": 1, "batch_size": 16, "workers": 1, "use_gpu": True}))
+    with pytest.raises(DalDistError, match="use_gpu is true but this process sees no CUDA device"):
+        run(cfg, tmp_path)
+    stored = (tmp_path / "config.json").read_text()
+    with pytest.raises(DalDistError, match="use_gpu overrides the stored config of a resumed run"):
+        run(cfg, tmp_path / "new", use_gpu=False)
+    assert run(None, tmp_path, resume=True, use_gpu=False).status == "done"
+    assert (tmp_path / "config.json").read_text() == stored  # the run's config and hash are unchanged
+    assert json.loads(stored)["config"]["train"]["use_gpu"] is True
+    trained = json.loads((tmp_path / "rounds" / "001" / "train.json").read_text())
+    assert trained["use_gpu"] is False and trained["executor"] == "local"
+    assert ledger_rows(tmp_path) == ledger_rows(reference["dir"])  # placement does not change the result
+
+
 def test_status_cli_json(reference):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run([sys.executable, "-m", "dal_dist", "status", str(reference["dir"]), "--json"], cwd=REPO,

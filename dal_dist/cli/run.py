@@ -21,6 +21,8 @@ def run(
                                                          "a local path or file:// URI."),
     resume: str = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step progress lines."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="With --resume: continue on (or off) a GPU "
+                             "whatever the run started with (the config and its hash stay)."),
 ) -> None:
     """Run active-learning rounds (train → evaluate → score → select → label) until done or waiting for labels."""
     from dal_dist.config import load_config
@@ -39,7 +41,9 @@ def run(
         if target is None:
             raise DalDistError(f"{config}: no run directory: set `run_dir` in the config or pass --run-dir")
     log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
-    outcome = run_loop(cfg, target, resume=resume is not None, log=log)
+    if gpu is not None and resume is None:
+        raise DalDistError("--gpu/--no-gpu applies to --resume; a new run sets train.use_gpu in its config")
+    outcome = run_loop(cfg, target, resume=resume is not None, log=log, use_gpu=gpu)
     typer.echo(outcome.message)
 
 
