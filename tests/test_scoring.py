@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +16,7 @@ from PIL import Image
 from dal_dist.errors import DalDistError
 from dal_dist.models import build_model, default_config, save_checkpoint
 from dal_dist.placement import plan_cpus
-from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
+from dal_dist.scoring import BatchScorer, _footer_readers, footer_readers_for, read_scores_table, score_pool
 
 ACQ = ["bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std"]
 
@@ -64,13 +65,36 @@ def ckpt(tmp_path_factory):
     return path
 
 
+def _footer_reader_actors() -> set[str]:
+    """Ids of every FooterReader actor this Ray session has created (the GCS table keeps dead ones)."""
+    from ray._private.state import actors  # the public state API needs the dashboard, which tests leave off
+
+    return {k for k, v in actors().items() if v["ActorClassName"] == "FooterReader"}
+
+
+def test_footer_readers_follow_the_pool_files(monkeypatch):
+    assert [footer_readers_for(n) for n in (0, 1, 10, 11, 95, 320, 5000)] == [1, 1, 1, 2, 10, 32, 32]
+    monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
+    with _footer_readers(25):
+        assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "3"
+    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
+    monkeypatch.setenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "7")  # the user's setting wins
+    with _footer_readers(25):
+        assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "7"
+    assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "7"
+
+
 def test_two_workers_one_row_per_unlabeled_id_with_rejects(tmp_path, ray_local, mnist_test_dir, ckpt):
     x, y = _mnist(mnist_test_dir, 600)
     table = _write_mixed_pool(tmp_path / "pool", x, y)
     labeled = np.arange(1000, 1600, 9)  # 67 labeled ids, never scored
     pq.write_table(pa.table({"id": labeled}), tmp_path / "labeled.parquet")
+    readers_before = _footer_reader_actors()
     summary = score_pool(tmp_path / "pool", ckpt, tmp_path / "scores", acquisitions=ACQ, mc_samples=8,
                          workers=2, labeled=tmp_path / "labeled.parquet", batch_size=64, progress=False)
+    # Three files are one footer batch: one footer reader, not Ray Data's default pool of 32.
+    assert len(_footer_reader_actors() - readers_before) == footer_readers_for(3) == 1
+    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
     out = read_scores_table(tmp_path / "scores")
     ids = out.column("id").to_numpy()
     bad = {1007, 1011, 1013}
