@@ -193,7 +193,10 @@ def test_second_node_sigkilled_mid_scoring_keeps_one_row_per_id(two_nodes, synth
     cluster, node2 = two_nodes
     pool, ckpt = synth
     repo = Path(__file__).resolve().parents[1]
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(repo)}
+    # Ray Data hands blocks to the first actor that is up; mnist-cnn drains this pool on one actor before
+    # the second node's is ready, unless the pool waits for both: then each actor gets half the blocks.
+    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(repo),
+           "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "180"}
     log = open(tmp_path / "driver.log", "w+")  # a file, not a pipe: nobody reads a pipe while we poll
     driver = subprocess.Popen(
         [sys.executable, str(repo / "jobs" / "score_pool.py"), "--pool", str(pool), "--checkpoint", str(ckpt),
