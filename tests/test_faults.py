@@ -195,13 +195,9 @@ def test_second_node_sigkilled_mid_scoring_keeps_one_row_per_id(two_nodes, synth
     repo = Path(__file__).resolve().parents[1]
     # Ray Data hands blocks to the first actor that is up; mnist-cnn drains this pool on one actor before
     # the second node's is ready, unless the pool waits for both: then each actor gets half the blocks.
+    # T = 100 keeps each of its batches long enough (~1 s) for the /proc poll below to see it running.
     env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(repo),
            "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "180"}
-    log = open(tmp_path / "driver.log", "w+")  # a file, not a pipe: nobody reads a pipe while we poll
-    driver = subprocess.Popen(
-        [sys.executable, str(repo / "jobs" / "score_pool.py"), "--pool", str(pool), "--checkpoint", str(ckpt),
-         "--out", str(tmp_path / "scores"), "--acquisition", "bald", "--mc-samples", "20", "--workers", "2",
-         "--batch-size", "64"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def title(pid: int) -> str:
         try:
@@ -209,26 +205,42 @@ def test_second_node_sigkilled_mid_scoring_keeps_one_row_per_id(two_nodes, synth
         except psutil.Error:
             return ""
 
-    try:
-        deadline, actor, caught = time.monotonic() + 240, None, False
-        while driver.poll() is None and time.monotonic() < deadline and not caught:
-            if actor is None:  # the second node's scoring actor (scanning /proc is slow: once it exists, watch it)
-                actor = next((pid for pid in tagged_pids(node2) if title(pid).startswith(MAP_WORKER)), None)
-            else:
-                caught = title(actor).startswith(MAP_WORKER + ".submit")
-            time.sleep(0 if caught else 0.02)
-        killed = _sigkill_node(node2) if caught else 0  # the node's raylet, its actor and the rest
-        driver.wait(timeout=240)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.seek(0)
-        out = log.read()
-        log.close()
+    def attempt(out_dir: Path) -> tuple[bool, int, str, int | None]:
+        """One scoring job; SIGKILL the second node once its actor is seen mid-batch."""
+        log = open(out_dir.parent / f"{out_dir.name}.log", "w+")  # a file, not a pipe: nobody reads it while we poll
+        driver = subprocess.Popen(
+            [sys.executable, str(repo / "jobs" / "score_pool.py"), "--pool", str(pool), "--checkpoint", str(ckpt),
+             "--out", str(out_dir), "--acquisition", "bald", "--mc-samples", "100", "--workers", "2",
+             "--batch-size", "64"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline, actor, caught = time.monotonic() + 240, None, False
+            while driver.poll() is None and time.monotonic() < deadline and not caught:
+                if actor is None:  # the second node's scoring actor (scanning /proc is slow: once it exists, watch it)
+                    actor = next((pid for pid in tagged_pids(node2) if title(pid).startswith(MAP_WORKER)), None)
+                else:
+                    caught = title(actor).startswith(MAP_WORKER + ".submit")
+                time.sleep(0 if caught else 0.02)
+            killed = _sigkill_node(node2) if caught else 0  # the node's raylet, its actor and the rest
+            driver.wait(timeout=240)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+            log.seek(0)
+            out = log.read()
+            log.close()
+        return caught, killed, out, driver.returncode
+
+    # Where Ray puts the two zero-CPU actors is its choice: a job whose second-node actor ran no batch proves
+    # nothing about a node kill, so it is run again (at most 4 jobs); the kill itself is never retried.
+    for k in range(4):
+        scores = tmp_path / f"scores-{k}"
+        caught, killed, out, returncode = attempt(scores)
+        if caught:
+            break
     assert caught and killed > 0, f"no scoring actor was caught mid-batch on the second node:\n{out[-3000:]}"
-    assert driver.returncode == 0, out[-4000:]
+    assert returncode == 0, out[-4000:]
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    got = read_scores_table(tmp_path / "scores", columns=["id"]).column("id").to_numpy()
+    got = read_scores_table(scores, columns=["id"]).column("id").to_numpy()
     assert summary["rows"] == len(got) and np.array_equal(np.sort(got), pool_ids(pool))
 
 
