@@ -1,7 +1,7 @@
 """Ray job: an active-learning run — `ray job submit --working-dir . -- python jobs/active_learning.py --config C ...`.
 
 Takes exactly the flags of `dal-dist run` (its argv goes to that command), then prints the run's
-status (`dal_dist.loop.run_status`) as one JSON line, the last on stdout. The driver joins the
+status (`dal_dist.driver.run_status`) as one JSON line, the last on stdout. The driver joins the
 job's cluster (`ray.init()` sees RAY_ADDRESS under `ray job submit`; `ray.address` in the config
 wins); run plainly it starts a local Ray.
 """
@@ -11,11 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-# Python put jobs/ first on sys.path, where `select.py` would shadow the stdlib module: put the repo
-# root there instead, so a checkout (the job's working_dir, the code Ray ships to workers) imports as is.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from dal_dist.cli import main  # noqa: E402
+from dal_dist.cli import main
 
 
 def _run_dir(argv: list[str]) -> str | None:
@@ -28,7 +24,7 @@ def _run_dir(argv: list[str]) -> str | None:
     if a.resume or a.run_dir:
         return a.resume or a.run_dir  # a path or file:// URI: Path() would mangle the URI
     if a.config:
-        from dal_dist.config import load_config
+        from dal_dist.driver.config import load_config
 
         cfg = load_config(a.config)
         return cfg.run_dir or None
@@ -41,6 +37,6 @@ if __name__ == "__main__":
     main()  # exits non-zero on error, like the CLI
     run_dir = _run_dir(argv)
     if run_dir is not None and "--help" not in argv:
-        from dal_dist.loop import run_status
+        from dal_dist.driver import run_status
 
         print(json.dumps(run_status(run_dir), default=str), flush=True)

@@ -12,15 +12,11 @@ resumable run directory under --workdir: rerunning the job continues where it st
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import time
 from pathlib import Path
-
-# jobs/ comes first on sys.path, where jobs/select.py would shadow the stdlib `select`: put the repo root there.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
 
 STRATEGIES = ("bald", "variation_ratio", "entropy", "mean_std", "random", "learning_loss", "kcenter", "sraal",
               "bgadl")
@@ -80,8 +76,8 @@ def one_run(strategy: str, seed: int, pool: Path, test: Path, workdir: Path, opt
     """Run (or resume) one (strategy, seed) run to its end; accumulates its wall time in wall_s.json."""
     import torch
 
-    from dal_dist.config import parse_config
-    from dal_dist.loop import run
+    from dal_dist.driver.config import parse_config
+    from dal_dist.driver import run
 
     torch.set_num_threads(threads)
     rd = workdir / f"{strategy}-seed{seed}"
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
 
-    from dal_dist.report import load_curve, plot_curves, summary_table, write_curves_csv
+    from dal_dist.driver.report import load_curve, plot_curves, summary_table, write_curves_csv
 
     strategies = [s for s in a.strategies.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 futs = [ex.submit(one_run, s, seed, pool, test, a.workdir, opts, 1) for s, seed in todo]
                 for f in as_completed(futs):
                     print(json.dumps(f.result()), flush=True)
-    from dal_dist.loop import run_status
+    from dal_dist.driver import run_status
 
     dirs = [d for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
     # A run that has not finished one acquisition round yet has no curve to compare.

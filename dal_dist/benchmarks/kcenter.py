@@ -131,9 +131,9 @@ def main_sharded(n: int = 200_000, dim: int = 128, labeled: int = 1000, k: int =
     import pyarrow.parquet as pq
     import ray
 
-    from dal_dist.selection import kcenter_select
+    from dal_dist.selection import select_kcenter
     from dal_dist.selection.io import scan_scores
-    from dal_dist.selection.kcenter_sharded import sharded_kcenter
+    from dal_dist.selection.kcenter_sharded import kcenter_greedy_sharded
 
     x = gaussian(n + labeled, dim, "float32", seed)
     is_lab = np.zeros(n + labeled, bool)
@@ -145,12 +145,12 @@ def main_sharded(n: int = 200_000, dim: int = 128, labeled: int = 1000, k: int =
                                      "labeled": pa.array(is_lab[part])}), Path(tmp) / f"part-{f:05d}.parquet")
         del x
         t = time.perf_counter()
-        single_ids, _ = kcenter_select(tmp, k, seed=seed, device="cpu")
+        single_ids, _ = select_kcenter(tmp, k, seed=seed, device="cpu")
         single_s = time.perf_counter() - t
         if not ray.is_initialized():
             ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False)
         stats: dict[str, Any] = {}
-        dist_ids, _ = sharded_kcenter(scan_scores(tmp), k, workers=workers, seed=seed, device="cpu",
+        dist_ids, _ = kcenter_greedy_sharded(scan_scores(tmp), k, workers=workers, seed=seed, device="cpu",
                                       actor_cpus=1, stats=stats)
     out = {"bench": "kcenter-sharded", "n": n, "dim": dim, "labeled": labeled, "k": k,
            "single_node_total_s": round(single_s, 3), "same_picks": bool(np.array_equal(single_ids, dist_ids)),

@@ -1,6 +1,6 @@
 """Soak: many consecutive active-learning rounds while scoring actors are SIGKILLed at random.
 
-Runs the real driver (`dal_dist.loop.run`) on a small synthetic pool (`dal_dist.pool_synth`) on a local
+Runs the real driver (`dal_dist.driver.run`) on a small synthetic pool (`dal_dist.pool.synth`) on a local
 Ray that this process starts. In a random subset of the rounds a watcher thread SIGKILLs one scoring
 actor in the middle of a batch (a real process death, found by its title among this process's
 descendants, so no other Ray on the host is touched); Ray Data restarts the actor and retries its work.
@@ -78,8 +78,8 @@ class ActorKiller(threading.Thread):
 
 def check_round(run_dir: Path, pool_ids: np.ndarray, oracle: Any, r: int, initial: int, budget: int) -> dict[str, Any]:
     """The exact invariants after round r (see the module docstring); raises AssertionError with the reason."""
-    from dal_dist.ledger import LabelLedger
-    from dal_dist.loop import read_selection, round_dir
+    from dal_dist.driver.ledger import LabelLedger
+    from dal_dist.driver.layout import read_selection, round_dir
     from dal_dist.scoring import read_scores_table
 
     rd = round_dir(run_dir, r)
@@ -104,9 +104,9 @@ def run(rounds: int = 20, pool_rows: int = 2000, kill_prob: float = 0.5, seed: i
     import psutil
     import ray
 
-    from dal_dist.config import parse_config
-    from dal_dist.loop import run as run_loop
-    from dal_dist.oracle import SimulatedOracle
+    from dal_dist.driver.config import parse_config
+    from dal_dist.driver import run as run_loop
+    from dal_dist.driver.oracle import SimulatedOracle
     from dal_dist.pool import iter_batches, synth_pool
 
     me = psutil.Process()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks: one JSON line per result.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

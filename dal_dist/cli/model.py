@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 
 model_app = typer.Typer(help="Model checkpoints.", no_args_is_help=True)
 app.add_typer(model_app, name="model")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 from dal_dist.errors import DalDistError
 
 if TYPE_CHECKING:  # pyarrow/torch load only when a command runs
@@ -69,7 +69,7 @@ def synth(
     chunk_size: int = typer.Option(8192, "--chunk-size", help="Images per write (multiple of 1024); bounds memory."),
 ) -> None:
     """Write N randomly deformed (affine + elastic) MNIST digits with labels, for scale runs."""
-    from dal_dist.pool_synth import synth_pool
+    from dal_dist.pool import synth_pool
 
     _report(synth_pool(n, out, seed=seed, chunk_size=chunk_size, progress=True), "synthesised")
 

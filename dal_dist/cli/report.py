@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 
 
 @app.command("report")
@@ -18,7 +18,7 @@ def report(
 ) -> None:
     """Compare runs: one PNG of curves, a markdown table, a grid of each round's picks."""
     from dal_dist.errors import DalDistError
-    from dal_dist.report import make_report
+    from dal_dist.driver.report import make_report
 
     try:
         ts = [float(t) for t in targets.split(",") if t.strip()]

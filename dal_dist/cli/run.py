@@ -1,4 +1,4 @@
-"""`dal-dist run`, `dal-dist status`, `dal-dist labels import`: thin calls into dal_dist.loop and dal_dist.oracle."""
+"""`dal-dist run`, `dal-dist status`, `dal-dist labels import`: thin calls into dal_dist.driver."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 from dal_dist.errors import DalDistError
 
 labels_app = typer.Typer(no_args_is_help=True, help="Human labels: import a labeled file into a run's ledger.")
@@ -25,9 +25,9 @@ def run(
                              "whatever the run started with (the config and its hash stay)."),
 ) -> None:
     """Run active-learning rounds (train → evaluate → score → select → label) until done or waiting for labels."""
-    from dal_dist.config import load_config
-    from dal_dist.loop import local_run_dir
-    from dal_dist.loop import run as run_loop
+    from dal_dist.driver import load_config
+    from dal_dist.driver import run as run_loop
+    from dal_dist.driver.state import local_run_dir
 
     cfg = load_config(config) if config is not None else None
     if resume is not None:
@@ -53,7 +53,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Rounds done, labels used, latest metrics, and what happens next."""
-    from dal_dist.loop import run_status
+    from dal_dist.driver import run_status
 
     st = run_status(run_dir)
     if as_json:
@@ -76,7 +76,7 @@ def labels_import(
     run_dir: str = typer.Option(..., "--run-dir", help="Run directory waiting for labels."),
 ) -> None:
     """Validate a label file against the pending round and append it to the ledger (all rows or none)."""
-    from dal_dist.oracle import import_labels
+    from dal_dist.driver import import_labels
 
     res = import_labels(run_dir, file)
     typer.echo(f"round {res['round']}: {res['labels']} labels added to {res['ledger']}; "

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 
 
 @app.command("select")

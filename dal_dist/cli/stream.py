@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dal_dist.cli import app
+from dal_dist.cli.app import app
 
 
 @app.command("stream")

@@ -16,11 +16,11 @@ from dal_dist.selection.kcenter import kcenter_greedy
 from dal_dist.selection.topk import check_k, merge_topk
 
 
-def hybrid_select(path: str | os.PathLike, by: str, candidates: int, k: int, *,
+def select_hybrid(scores: str | os.PathLike, k: int, *, by: str, candidates: int,
                   labeled_ids: np.ndarray | None = None, seed: int = 0, device: str | None = "auto",
                   storage_dtype: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, radii): k-center over the top-`candidates` unlabeled rows by `by`; ids ⊂ top-M."""
-    scan = scan_scores(path, labeled_ids=labeled_ids, score=by)
+    scan = scan_scores(scores, labeled_ids=labeled_ids, score=by)
     check_k(candidates, scan.num_candidates, "candidates in the scores dataset (--candidates)")
     if k > candidates:
         raise DalDistError(f"k = {k} is larger than --candidates = {candidates}")

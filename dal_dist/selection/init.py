@@ -19,22 +19,18 @@ import os
 import numpy as np
 
 from dal_dist.errors import DalDistError
+from dal_dist.pool import DECODE_COLUMNS, decode_images, iter_batches, validate_pool
 from dal_dist.selection.kcenter import kcenter_greedy
 
 
-def _decode(batch, shape: tuple[int, int, int] | None):
-    from dal_dist.pool import decode_images
-
-    if shape is None:
-        return decode_images(batch)
-    return decode_images(batch, size=shape[:2], channels=shape[2])
+def _target(shape: tuple[int, int, int] | None) -> tuple[tuple[int, int] | None, int | None]:
+    """decode_images' (size, channels) for a known (H, W, C) image shape; (None, None) lets the first image decide."""
+    return (None, None) if shape is None else (shape[:2], shape[2])
 
 
 def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int = 5000, seed: int = 0,
                          batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 N × dims): pool images' raw pixels projected on a PCA fitted to a seeded sample."""
-    from dal_dist.pool import DECODE_COLUMNS, iter_batches, validate_pool
-
     info = validate_pool(pool)
     if info.rows == 0:
         raise DalDistError(f"{pool}: the pool has no rows (empty pool)")
@@ -42,18 +38,23 @@ def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int
     rng = np.random.default_rng(seed)
     take = np.zeros(info.rows, dtype=bool)
     take[rng.choice(info.rows, size=min(sample, info.rows), replace=False)] = True
-    rows, pos = [], 0
+    rows, pos, why = [], 0, ""
     for batch in iter_batches(pool, columns=DECODE_COLUMNS, batch_size=batch_size):
         m = take[pos:pos + batch.num_rows]
         pos += batch.num_rows
         if m.any():
-            dec = _decode(batch.filter(m), shape)
-            if shape is None and len(dec.images):
+            dec = decode_images(batch.filter(m), *_target(shape))
+            if not why and len(dec.reject_ids):
+                why = f"; e.g. id {int(dec.reject_ids[0])}: {dec.reject_reasons[0]}"
+            if not len(dec.ids):
+                continue
+            if shape is None:
                 shape = tuple(dec.images.shape[1:])  # first decodable image fixes the shape for all
             rows.append(dec.images.reshape(len(dec.images), -1).astype(np.float32) / 255.0)
     fit = np.concatenate(rows) if rows else np.empty((0, 0), np.float32)
     if len(fit) < 2:
-        raise DalDistError(f"{pool}: fewer than 2 decodable images to fit the PCA")
+        raise DalDistError(f"{pool}: fewer than 2 decodable images among the {int(take.sum())} sampled to fit "
+                           f"the PCA{why}")
     mean = fit.mean(axis=0)
     dims = min(dims, *fit.shape)
     # Principal axes = top eigenvectors of the pixel covariance (pixels × pixels; eigh is exact and fast).
@@ -63,7 +64,7 @@ def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int
     del fit, rows, centred
     ids, emb = [], []
     for batch in iter_batches(pool, columns=DECODE_COLUMNS, batch_size=batch_size):
-        dec = _decode(batch, shape)
+        dec = decode_images(batch, *_target(shape))
         if len(dec.ids):
             ids.append(dec.ids)
             emb.append((dec.images.reshape(len(dec.ids), -1).astype(np.float32) / 255.0 - mean) @ axes)
@@ -72,8 +73,8 @@ def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int
     return np.concatenate(ids), np.concatenate(emb).astype(np.float32)
 
 
-def kcenter_init(pool: str | os.PathLike, k: int, *, seed: int = 0, dims: int = 10,
-                 device: str | None = "auto") -> tuple[np.ndarray, np.ndarray]:
+def select_kcenter_init(pool: str | os.PathLike, k: int, *, seed: int = 0, dims: int = 10,
+                        device: str | None = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(ids, radii) of k pool images chosen by k-center greedy on pixel-PCA embeddings (SRAAL Alg. 1).
 
     The first center is `np.random.default_rng(seed).integers(N)` (radius inf); undecodable images are
@@ -81,8 +82,6 @@ def kcenter_init(pool: str | os.PathLike, k: int, *, seed: int = 0, dims: int = 
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise DalDistError(f"k = {k}: expected a positive integer")
-    from dal_dist.pool import validate_pool
-
     rows = validate_pool(pool).rows
     if k > rows:
         raise DalDistError(f"k = {k} is larger than the number of pool images ({rows})")

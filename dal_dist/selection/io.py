@@ -72,6 +72,26 @@ def _embedding_dim(f: str, schema: pa.Schema) -> int | None:
     return t.list_size
 
 
+NOT_SCORES = frozenset({"id", "labeled", "embedding", "pred", "label"})  # columns that never rank rows
+
+
+def score_columns(schema: pa.Schema) -> list[str]:
+    """The columns of a scores file that can rank rows (`--by`): numeric, and not an id, flag, class or embedding."""
+    return [f.name for f in schema if f.name not in NOT_SCORES
+            and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
+
+
+def check_score_column(f: str, schema: pa.Schema, score: str) -> None:
+    """`score` must be a score column of file `f` (checked from the schema, before any data is read)."""
+    valid = score_columns(schema)
+    if score in valid:
+        return
+    have = ", ".join(valid) or "none"
+    if score in schema.names:
+        raise DalDistError(f"{f}: `{score}` is not a score column (by / --by takes one of: {have})")
+    raise DalDistError(f"{f}: missing score column `{score}` (score columns: {have})")
+
+
 def scan_scores(path: str | os.PathLike, *, labeled_ids: np.ndarray | None = None, score: str | None = None,
                 need_embeddings: bool = True) -> ScoresScan:
     """Read ids/labeled flags (and one score column) of every file and validate them, before any work."""
@@ -96,8 +116,7 @@ def scan_scores(path: str | os.PathLike, *, labeled_ids: np.ndarray | None = Non
                 raise DalDistError(f"{f}: embedding dimension {fdim} differs from {dim} in {dim_file}")
         cols = ["id"] + [c for c in ("labeled",) if c in schema.names]
         if score is not None:
-            if score not in schema.names:
-                raise DalDistError(f"{f}: missing score column `{score}` (have {schema.names})")
+            check_score_column(f, schema, score)
             cols.append(score)
         with fsx.open_input(f) as fh:
             t = pq.read_table(fh, columns=cols)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -65,6 +67,7 @@ class KCenterShard:
         return self._farthest(t)
 
     def row(self, i: int) -> np.ndarray:
+        """Local row i as float64 (the first center when nothing is labeled)."""
         return self.state.row(i)
 
     def step(self, center: np.ndarray, remove: int) -> tuple[float, int, np.ndarray | None, float]:
@@ -93,27 +96,39 @@ def plan_shards(scan: ScoresScan, workers: int) -> list[list[int]]:
     return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def sharded_kcenter(scan: ScoresScan, k: int, *, workers: int = 2, seed: int = 0, device: str | None = "cpu",
-                    storage_dtype: str | None = None, actor_cpus: float = 1, stats: dict | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-center over a scanned scores dataset on `workers` Ray actors; same picks as single node."""
-    if not ray.is_initialized():
-        ray.init()
-    Shard = ray.remote(num_cpus=actor_cpus)(KCenterShard)
-    shards = plan_shards(scan, workers)
-    actors, offsets, cand_ids = [], [], []
-    offset = 0
+@dataclass
+class ShardedRun:
+    """Timings and restarts of one sharded selection (what `stats` reports)."""
 
-    def spawn(files: list[int]):
-        return Shard.remote([str(scan.files[f]) for f in files], [~scan.labeled[f] for f in files],
-                            [scan.labeled[f] for f in files], scan.dim, storage_dtype, device,
-                            ids=[scan.ids[f] for f in files])
+    init_s: float = 0.0
+    step_wall: list[float] = field(default_factory=list)
+    step_compute: list[float] = field(default_factory=list)
 
-    history: list[tuple[np.ndarray, int, int]] = []  # (center, winning shard, its local row) per step sent
-    restarts = [0] * len(shards)
-    lab_ref = None
 
-    def get(j: int, ref, redo):
+class ShardActors:
+    """The driver's handle on the shard actors: spawn one per file range, call them, rebuild a dead one.
+
+    Keeps every step sent so far (`history`), so a shard whose actor died is rebuilt from its files and
+    replayed to the state the lost one had (see the module docstring).
+    """
+
+    def __init__(self, scan: ScoresScan, shards: list[list[int]], *, device: str | None,
+                 storage_dtype: str | None, actor_cpus: float) -> None:
+        self.scan, self.shards = scan, shards
+        self.device, self.storage_dtype = device, storage_dtype
+        self.remote_cls = ray.remote(num_cpus=actor_cpus)(KCenterShard)
+        self.history: list[tuple[np.ndarray, int, int]] = []  # (center, winning shard, its local row) per step
+        self.restarts = [0] * len(shards)
+        self.lab_ref = None
+        self.actors = [self._spawn(j) for j in range(len(shards))]
+
+    def _spawn(self, j: int):
+        scan, files = self.scan, self.shards[j]
+        return self.remote_cls.remote([str(scan.files[f]) for f in files], [~scan.labeled[f] for f in files],
+                                      [scan.labeled[f] for f in files], scan.dim, self.storage_dtype, self.device,
+                                      ids=[scan.ids[f] for f in files])
+
+    def get(self, j: int, ref, redo: Callable[[int], Any]):
         """ray.get shard j's result; if its actor died, rebuild it and `redo(j)` the call on the new one."""
         while True:
             try:
@@ -123,68 +138,110 @@ def sharded_kcenter(scan: ScoresScan, k: int, *, workers: int = 2, seed: int = 0
                     raise e.cause from None
                 raise
             except ray.exceptions.RayActorError as e:
-                if restarts[j] >= SHARD_RESTARTS:
-                    raise DalDistError(f"k-center shard {j} died {restarts[j] + 1} times; giving up "
+                if self.restarts[j] >= SHARD_RESTARTS:
+                    raise DalDistError(f"k-center shard {j} died {self.restarts[j] + 1} times; giving up "
                                        f"({str(e).splitlines()[0]})") from e
-                restarts[j] += 1
-                ray.kill(actors[j])
-                actors[j] = spawn(shards[j])
+                self.restarts[j] += 1
+                ray.kill(self.actors[j])
+                self.actors[j] = self._spawn(j)
                 ref = redo(j)
 
-    def gather(refs: list, redo) -> list:
-        return [get(j, ref, redo) for j, ref in enumerate(refs)]
+    def gather(self, refs: list, redo: Callable[[int], Any]) -> list:
+        """Every shard's result, in shard order (a dead shard rebuilt and its call redone)."""
+        return [self.get(j, ref, redo) for j, ref in enumerate(refs)]
 
-    def caught_up(j: int):
+    def caught_up(self, j: int):
         """The rebuilt shard j, replayed through every step sent so far (a ref to its latest result)."""
-        return actors[j].replay.remote(lab_ref, [c for c, _, _ in history],
-                                       [loc if w == j else -1 for _, w, loc in history])
+        return self.actors[j].replay.remote(self.lab_ref, [c for c, _, _ in self.history],
+                                            [loc if w == j else -1 for _, w, loc in self.history])
 
-    for files in shards:
-        actors.append(spawn(files))
-        offsets.append(offset)
-        ids = np.concatenate([scan.ids[f][~scan.labeled[f]] for f in files])
-        cand_ids.append(ids)
-        offset += len(ids)
-    cand_ids_all = np.concatenate(cand_ids)
-    try:
-        t0 = time.perf_counter()
-        parts = gather([a.local_labeled.remote() for a in actors], lambda j: actors[j].local_labeled.remote())
+    def start(self) -> tuple[np.ndarray | None, list]:
+        """Gather the whole labeled set from the shards, start every shard on it: (labeled, local farthest rows)."""
+        parts = self.gather([a.local_labeled.remote() for a in self.actors],
+                            lambda j: self.actors[j].local_labeled.remote())
         parts = [p for p in parts if p is not None]
         labeled = np.concatenate(parts) if parts else None
-        lab_ref = ray.put(labeled)
-        results = gather([a.start.remote(lab_ref) for a in actors], caught_up)
-        init_s = time.perf_counter() - t0
-        picks = np.empty(k, dtype=np.int64)
-        radii = np.empty(k, dtype=np.float64)
-        step_wall, step_compute = [], []
-        for t in range(k):
-            if t == 0 and labeled is None:
-                g = first_center(offset, seed)
-                s = int(np.searchsorted(offsets, g, side="right") - 1)
-                d2, local = math.inf, g - offsets[s]
+        self.lab_ref = ray.put(labeled)
+        return labeled, self.gather([a.start.remote(self.lab_ref) for a in self.actors], self.caught_up)
 
-                def row_again(j: int, row: int = local):
-                    caught_up(j)  # calls on one actor run in order: the row is read from the rebuilt state
-                    return actors[j].row.remote(row)
+    def row(self, j: int, local: int) -> np.ndarray:
+        """Row `local` of shard j (the first center when nothing is labeled)."""
+        def row_again(jj: int) -> Any:
+            self.caught_up(jj)  # calls on one actor run in order: the row is read from the rebuilt state
+            return self.actors[jj].row.remote(local)
 
-                vec = get(s, actors[s].row.remote(local), row_again)
-            else:
-                # Global max; ties -> lowest global row (shards are in global order, each reports its lowest).
-                s = max(range(len(actors)), key=lambda j: (results[j][0], -j))
-                d2, local, vec = results[s][0], results[s][1], results[s][2]
-            picks[t], radii[t] = offsets[s] + local, math.sqrt(d2)
-            if t == k - 1:
-                break
-            ts = time.perf_counter()
-            history.append((vec, s, local))
-            results = gather([a.step.remote(vec, local if j == s else -1) for j, a in enumerate(actors)], caught_up)
-            step_wall.append(time.perf_counter() - ts)
-            step_compute.append(max(r[3] for r in results))
-    finally:
-        for a in actors:
+        return self.get(j, self.actors[j].row.remote(local), row_again)
+
+    def step(self, center: np.ndarray, winner: int, local: int) -> list:
+        """Send a new center to every shard (the winner also drops its row `local`): their local farthest rows."""
+        self.history.append((center, winner, local))
+        return self.gather([a.step.remote(center, local if j == winner else -1)
+                            for j, a in enumerate(self.actors)], self.caught_up)
+
+    def kill(self) -> None:
+        """Stop every shard actor (their memory is the embeddings: free it as soon as the picks are made)."""
+        for a in self.actors:
             ray.kill(a)
+
+
+def shard_candidates(scan: ScoresScan, shards: list[list[int]]) -> tuple[list[int], np.ndarray]:
+    """(first global candidate row of each shard, candidate ids in global order: files by name, rows in order)."""
+    offsets, ids, offset = [], [], 0
+    for files in shards:
+        part = np.concatenate([scan.ids[f][~scan.labeled[f]] for f in files])
+        offsets.append(offset)
+        ids.append(part)
+        offset += len(part)
+    return offsets, np.concatenate(ids)
+
+
+def greedy_picks(group: ShardActors, results: list, offsets: list[int], n: int, k: int, *, seed: int,
+                 unlabeled: bool, run: ShardedRun) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy loop over the shards: (global candidate rows in pick order, radii), the single-node picks."""
+    picks = np.empty(k, dtype=np.int64)
+    radii = np.empty(k, dtype=np.float64)
+    for t in range(k):
+        if t == 0 and unlabeled:
+            g = first_center(n, seed)
+            s = int(np.searchsorted(offsets, g, side="right") - 1)
+            d2, local = math.inf, g - offsets[s]
+            vec = group.row(s, local)
+        else:
+            # Global max; ties -> lowest global row (shards are in global order, each reports its lowest).
+            s = max(range(len(results)), key=lambda j: (results[j][0], -j))
+            d2, local, vec = results[s][0], results[s][1], results[s][2]
+        picks[t], radii[t] = offsets[s] + local, math.sqrt(d2)
+        if t == k - 1:
+            break
+        ts = time.perf_counter()
+        results = group.step(vec, s, local)
+        run.step_wall.append(time.perf_counter() - ts)
+        run.step_compute.append(max(r[3] for r in results))
+    return picks, radii
+
+
+def kcenter_greedy_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: int = 0,
+                           device: str | None = "cpu", storage_dtype: str | None = None, actor_cpus: float = 1,
+                           stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids in pick order, radii): exact k-center over a scanned scores dataset on `workers` Ray actors,
+    the same picks as `kcenter_greedy` on one node, for datasets too large for one process."""
+    if not ray.is_initialized():
+        ray.init()
+    shards = plan_shards(scan, workers)
+    offsets, cand_ids = shard_candidates(scan, shards)
+    group = ShardActors(scan, shards, device=device, storage_dtype=storage_dtype, actor_cpus=actor_cpus)
+    run = ShardedRun()
+    try:
+        t0 = time.perf_counter()
+        labeled, results = group.start()
+        run.init_s = time.perf_counter() - t0
+        picks, radii = greedy_picks(group, results, offsets, len(cand_ids), k, seed=seed,
+                                    unlabeled=labeled is None, run=run)
+    finally:
+        group.kill()
     if stats is not None:
-        wall, comp = np.array(step_wall or [0.0]), np.array(step_compute or [0.0])
-        stats.update(workers=len(actors), init_s=init_s, s_per_pick=float(wall.mean()), restarts=sum(restarts),
-                     compute_s_per_pick=float(comp.mean()), overhead_s_per_pick=float((wall - comp).mean()))
-    return cand_ids_all[picks], radii
+        wall, comp = np.array(run.step_wall or [0.0]), np.array(run.step_compute or [0.0])
+        stats.update(workers=len(shards), init_s=run.init_s, s_per_pick=float(wall.mean()),
+                     restarts=sum(group.restarts), compute_s_per_pick=float(comp.mean()),
+                     overhead_s_per_pick=float((wall - comp).mean()))
+    return cand_ids[picks], radii

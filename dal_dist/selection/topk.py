@@ -8,6 +8,7 @@ from typing import Iterable
 import numpy as np
 
 from dal_dist.errors import DalDistError
+from dal_dist.selection.io import scan_scores
 
 
 def _order(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -35,12 +36,10 @@ def merge_topk(chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> tuple
     return best_ids, best_scores
 
 
-def topk_scores(path: str | os.PathLike, by: str, k: int, labeled_ids: np.ndarray | None = None
+def select_topk(scores: str | os.PathLike, k: int, *, by: str, labeled_ids: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k unlabeled ids by score `by` over a scores dataset (higher = more worth labeling)."""
-    from dal_dist.selection.io import scan_scores
-
-    scan = scan_scores(path, labeled_ids=labeled_ids, score=by, need_embeddings=False)
+    """(ids, scores): the exact top-k unlabeled ids by score column `by` (higher = more worth labeling)."""
+    scan = scan_scores(scores, labeled_ids=labeled_ids, score=by, need_embeddings=False)
     check_k(k, scan.num_candidates)
     return merge_topk(((i[~m], s[~m]) for i, m, s in zip(scan.ids, scan.labeled, scan.scores)), k)
 

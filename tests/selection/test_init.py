@@ -7,10 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dal_dist.errors import DalDistError
-from dal_dist.selection import select
+from dal_dist.selection import kcenter_greedy, random_ids, select
 from dal_dist.selection.init import pixel_pca_embeddings
-from dal_dist.selection.kcenter import kcenter_greedy
-from dal_dist.selection.random import random_selection
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def test_kcenter_init_covers_more_classes_than_random(mnist_pool):
     # Same embeddings, first center varied by the seed (what kcenter-init does per seed).
     ids, emb = pixel_pca_embeddings(pool, seed=0)
     kc = [len({labels[i] for i in ids[kcenter_greedy(emb, None, 20, seed=s)[0]].tolist()}) for s in range(10)]
-    rnd = [len({labels[i] for i in random_selection(ids, 20, s).tolist()}) for s in range(200)]
+    rnd = [len({labels[i] for i in random_ids(ids, 20, s).tolist()}) for s in range(200)]
     assert np.mean(kc) > np.mean(rnd), (np.mean(kc), np.mean(rnd))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dal_dist.selection import kcenter_select
+from dal_dist.selection import select_kcenter
 from dal_dist.selection.io import scan_scores
-from dal_dist.selection.kcenter_sharded import plan_shards, sharded_kcenter
+from dal_dist.selection.kcenter_sharded import kcenter_greedy_sharded, plan_shards
 from selection_helpers import write_scores
 
 
@@ -19,10 +19,10 @@ def test_distributed_equals_single_node(ray_local, tmp_path, with_labeled):
     emb = rng.integers(0, 4, (n, 5)).astype(np.float32)
     labeled = rng.random(n) < 0.05 if with_labeled else None
     path = write_scores(tmp_path / "s", rng.permutation(n).astype(np.int64), emb, files=5, labeled=labeled)
-    single_ids, single_r = kcenter_select(path, 40, seed=9)
+    single_ids, single_r = select_kcenter(path, 40, seed=9)
     stats = {}
     scan = scan_scores(path)
-    dist_ids, dist_r = sharded_kcenter(scan, 40, workers=2, seed=9, actor_cpus=0, stats=stats)
+    dist_ids, dist_r = kcenter_greedy_sharded(scan, 40, workers=2, seed=9, actor_cpus=0, stats=stats)
     np.testing.assert_array_equal(dist_ids, single_ids)
     np.testing.assert_array_equal(dist_r, single_r)
     assert stats["workers"] == 2 and stats["overhead_s_per_pick"] >= 0

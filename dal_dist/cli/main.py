@@ -1,0 +1,69 @@
+"""`dal-dist`'s entry point: every failure a user can cause ends as one line on stderr and an exit status.
+
+Exit statuses: 0 done, 2 bad input or usage (`error: <where>: <what was expected>`), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM); library code cleans up its staging on the way out, so an interrupted
+command publishes nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+import typer
+
+import dal_dist.cli.bench  # noqa: F401  (each command module registers its commands on `app`)
+import dal_dist.cli.model  # noqa: F401
+import dal_dist.cli.pool  # noqa: F401
+import dal_dist.cli.report  # noqa: F401
+import dal_dist.cli.run  # noqa: F401
+import dal_dist.cli.score  # noqa: F401
+import dal_dist.cli.select  # noqa: F401
+import dal_dist.cli.stream  # noqa: F401
+from dal_dist.cli.app import app
+from dal_dist.errors import DalDistError
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup (`finally`, staging removal) runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    # Typer >= 0.20 vendors its own Click (typer._click): its UsageError is not click.ClickException, so
+    # recognise both by their shape rather than by class.
+    return hasattr(e, "exit_code") and hasattr(e, "format_message") and hasattr(e, "show")
+
+
+def _usage_line(e: BaseException) -> str:
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None and getattr(ctx, "command_path", None) else ""
+    hint = f" (see `{ctx.command_path} --help`)" if where else ""
+    return f"error: {where}{e.format_message()}{hint}"  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    """Run the command line; turn errors, interrupts and usage mistakes into one line and an exit status."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(standalone_mode=False)
+    except DalDistError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted: nothing was published by the interrupted step", err=True)
+        sys.exit(130)
+    except Terminated:
+        typer.echo("terminated (SIGTERM): nothing was published by the interrupted step", err=True)
+        sys.exit(143)
+    except Exception as e:
+        if _is_usage_error(e):
+            typer.echo(_usage_line(e).replace("\n", " "), err=True)
+            sys.exit(2)
+        raise

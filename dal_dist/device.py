@@ -1,0 +1,24 @@
+"""Where torch work runs: one rule for training, scoring, evaluation and generation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def torch_device(want: str | bool | None = None) -> Any:
+    """The torch device for `want`: True/None/"auto" = CUDA when present else CPU, False = CPU, or a name.
+
+    An explicit "cuda" without a GPU is refused here, once, rather than failing deep inside a kernel.
+    """
+    import torch
+
+    from dal_dist.errors import DalDistError
+
+    if want is None or want is True or want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want is False:
+        return torch.device("cpu")
+    device = torch.device(want)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DalDistError(f"device {want!r}: no CUDA GPU is visible here; use cpu or auto")
+    return device

@@ -1,0 +1,210 @@
+"""The run config (`dal-dist run --config run.yaml`): validated once at load, unknown keys are errors.
+
+Example (see `examples/quickstart.yaml`)::
+
+    pool: builtin:mnist5k          # a pool directory, or a builtin (see dal_dist.datasets)
+    test_pool: null                # defaults to the builtin's test split; needed for accuracy curves
+    model: {name: mnist-cnn, dropout: 0.5}
+    strategy: {name: bald, mc_samples: 20}
+    initial: {kind: balanced, size: 20}
+    budget: 10                     # labels acquired per round
+    rounds: 3                      # or total_budget: labels in the ledger at the end (initial included)
+    train: {epochs: 50, batch_size: 64, lr: 0.001}
+    workers: 1                     # scoring actors
+    executor: ray                  # or local: train + score in the driver process (small pools)
+    stop_at_accuracy: null         # e.g. 0.95: stop at the first round whose model reaches it
+    seed: 0
+    oracle: simulated              # or human
+    run_dir: null                  # `--run-dir` overrides
+    ray: {address: null}           # null: local Ray (or RAY_ADDRESS)
+
+Relative paths (`pool`, `test_pool`, `run_dir`) are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dal_dist.driver.strategies import STRATEGIES, STRATEGY_NAMES, SUBSET_STRATEGIES, UNCERTAINTY
+from dal_dist.errors import DalDistError
+from dal_dist.methods.bgadl import BGADLConfig
+from dal_dist.methods.sraal import SRAALConfig
+from dal_dist.training import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    """The network trained each round (see dal_dist.models)."""
+
+    name: Literal["mnist-cnn", "resnet18"] = "mnist-cnn"
+    dropout: float = Field(0.5, ge=0, lt=1)
+    image_size: int | None = Field(None, ge=1)
+    in_channels: int | None = Field(None, ge=1)
+    num_classes: int | None = Field(None, ge=2, description="default: the pool's num_classes")
+
+
+class StrategySection(_Strict):
+    """Which acquisition picks each round's batch, and its options."""
+
+    name: Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
+    by: Literal[UNCERTAINTY] | None = Field(  # type: ignore[valid-type]
+        None, description="hybrid: the score that pre-filters candidates (default bald)")
+    candidates: int | None = Field(None, ge=1, description="hybrid: top-M rows k-center sees (default 10×budget)")
+    ll_subset: int = Field(10_000, ge=1, description="learning_loss: random unlabeled subset scored "
+                                                     "each round (Yoo & Kweon 2019)")
+    subset: int | None = Field(None, ge=1, description="uncertainty strategies: score only a random unlabeled "
+                               "subset of this size each round (Gal et al. 2017 used 2,000); null: all")
+    mc_samples: int = Field(20, ge=2, description="MC-dropout samples T")
+    distributed: bool = Field(False, description="kcenter/hybrid: sharded k-center on Ray actors")
+    sraal: SRAALConfig | None = Field(None, description="sraal: the state-relabeling selector's training "
+                                      "(Zhang et al. 2020); null: defaults")
+    bgadl: BGADLConfig | None = Field(None, description="bgadl: the VAE-ACGAN that generates x' = g(e(x*)) "
+                                      "(Tran et al. 2019); null: defaults")
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> "StrategySection":
+        if self.by is not None and self.name != "hybrid":
+            raise ValueError(f"`by` is only used by strategy hybrid (strategy {self.name} scores by its own name)")
+        if self.subset is not None and self.name not in SUBSET_STRATEGIES:
+            raise ValueError(f"`subset` applies to the strategies {list(SUBSET_STRATEGIES)}, not {self.name} "
+                             f"(learning_loss has ll_subset; k-center needs every embedding)")
+        for key in ("sraal", "bgadl"):
+            if getattr(self, key) is not None and self.name != key:
+                raise ValueError(f"`{key}` options are only used by strategy {key}, not {self.name}")
+        if self.candidates is not None and self.name != "hybrid":
+            raise ValueError(f"`candidates` is only used by strategy hybrid, not {self.name}")
+        return self
+
+
+class InitialSection(_Strict):
+    """The first labeled set (round 0), chosen before any model exists."""
+
+    kind: Literal["balanced", "random", "kcenter"] = "balanced"
+    size: int = Field(20, ge=1)
+
+
+class RaySection(_Strict):
+    address: str | None = Field(None, description="null: start a local Ray (or use RAY_ADDRESS)")
+
+
+class RunConfig(_Strict):
+    """One active-learning run: what to label, how to choose, how to train, who answers."""
+
+    pool: str
+    test_pool: str | None = None
+    model: ModelSection = Field(default_factory=ModelSection)
+    strategy: StrategySection
+    budget: int = Field(ge=1, description="labels acquired per round")
+    rounds: int | None = Field(None, ge=1)
+    total_budget: int | None = Field(None, ge=1, description="labels in the ledger at the end, initial included")
+    initial: InitialSection = Field(default_factory=InitialSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    final_train: bool = Field(True, description="after the last round, train + evaluate once more on all labels")
+    workers: int = Field(1, ge=1, description="scoring actors")
+    executor: Literal["ray", "local"] = Field(
+        "ray", description="ray: Ray Train + Ray Data actors; local: train and score in the driver process "
+                           "(small pools and experiments, where starting Ray workers costs more than the work)")
+    stop_at_accuracy: float | None = Field(
+        None, gt=0, le=1, description="end the run at the first round whose model reaches this test accuracy")
+    seed: int = Field(0, ge=0)
+    oracle: Literal["simulated", "human"] = "simulated"
+    run_dir: str | None = None
+    ray: RaySection = Field(default_factory=RaySection)
+
+    @model_validator(mode="after")
+    def _rounds_or_total(self) -> "RunConfig":
+        if (self.rounds is None) == (self.total_budget is None):
+            raise ValueError("give exactly one of `rounds` and `total_budget`")
+        if self.total_budget is not None and self.total_budget <= self.initial.size:
+            raise ValueError(f"total_budget ({self.total_budget}) must exceed initial.size ({self.initial.size})")
+        if self.oracle == "human" and self.initial.kind == "balanced":
+            raise ValueError("initial.kind balanced peeks at the pool's labels (simulated oracle only); "
+                             "use random or kcenter with oracle: human")
+        if STRATEGIES[self.strategy.name].learning_loss and not self.train.learning_loss:
+            self.train = self.train.model_copy(update={"learning_loss": True})
+        if self.executor == "local" and self.strategy.distributed:
+            raise ValueError("strategy.distributed (sharded k-center on Ray actors) needs executor: ray")
+        if self.executor == "local" and self.train.workers != 1:
+            raise ValueError(f"train.workers={self.train.workers} needs executor: ray (local trains in one process)")
+        if not STRATEGIES[self.strategy.name].learning_loss and self.train.learning_loss:
+            raise ValueError("train.learning_loss is only meaningful with strategy learning_loss")
+        return self
+
+    def num_rounds(self) -> int:
+        """Acquisition rounds: `rounds`, or enough to reach `total_budget` (the last one may be smaller)."""
+        if self.rounds is not None:
+            return self.rounds
+        return math.ceil((self.total_budget - self.initial.size) / self.budget)  # type: ignore[operator]
+
+    def round_budget(self, r: int) -> int:
+        """Labels acquired in round r (1-based); only the last round of a `total_budget` run is short."""
+        if self.total_budget is None:
+            return self.budget
+        return min(self.budget, self.total_budget - self.initial.size - (r - 1) * self.budget)
+
+    def canonical_json(self) -> str:
+        """Sorted-key JSON of every field (defaults included): the thing the config hash is taken of."""
+        body = self.model_dump(mode="json", exclude={"run_dir"})
+        for key in ("sraal", "bgadl"):  # absent unless set: hashes of runs made before these options stay valid
+            if body["strategy"].get(key) is None:
+                body["strategy"].pop(key, None)
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON (run_dir excluded: moving a run does not change what it computes)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _key_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_config(data: object, source: str = "config") -> RunConfig:
+    """Validate a parsed mapping; pydantic errors become one DalDistError naming each key path."""
+    if not isinstance(data, dict):
+        raise DalDistError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = _key_path(err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{key}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
+                                             and not isinstance(err.get("input"), dict) else ""))
+        raise DalDistError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and validate a YAML run config; relative paths are made absolute against its directory."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DalDistError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DalDistError(f"{path}: not valid YAML: {e}") from e
+    cfg = parse_config(data, str(path))
+    return resolve_paths(cfg, path.parent)
+
+
+def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """Make pool/test_pool/run_dir absolute relative to `base` (builtins and URIs such as s3://... stay as they are)."""
+    def fix(p: str | None) -> str | None:
+        if p is None or p.startswith("builtin:") or "://" in p:
+            return p
+        return str((base / Path(p).expanduser()).resolve())
+
+    return cfg.model_copy(update={"pool": fix(cfg.pool), "test_pool": fix(cfg.test_pool), "run_dir": fix(cfg.run_dir)})

@@ -1,0 +1,60 @@
+"""The strategies a run can use, as one table: what each one scores, how it picks, what else it needs.
+
+A new strategy is one row here (plus its selection function in `dal_dist.selection`); the driver's
+control flow never branches on a strategy's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dal_dist.models.checkpoint import CHECKPOINT_FILE
+from dal_dist.scoring.acquisition import ACQUISITIONS
+
+UNCERTAINTY = tuple(ACQUISITIONS)  # the MC-dropout acquisitions of Gal et al. 2017, each a top-k strategy
+
+SELECTOR_FILE = "selector.pt"  # SRAAL's trained selector of a round (model.pt stays the task model)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How one strategy runs a round: `score` columns from `checkpoint`, then `pick` over them."""
+
+    name: str
+    pick: str  # the dal_dist.selection strategy: topk, kcenter, hybrid or random
+    score: tuple[str, ...] = ()  # acquisition columns to compute; () = no scoring step at all
+    rank_by: str | None = None  # the column topk ranks by
+    checkpoint: str = CHECKPOINT_FILE  # what scoring loads: the task model or a selector
+    embed_labeled: bool = False  # k-center needs the labeled rows' embeddings as initial centers
+    subset_option: str | None = None  # config field sizing a random scored subset: subset or ll_subset
+    extra_steps: tuple[str, ...] = ()  # round steps after `label` (BGADL's generate)
+    trains_selector: bool = False  # SRAAL: a state-relabeling selector is trained beside the task model
+    learning_loss: bool = False  # the task model carries a loss-prediction head (Yoo & Kweon 2019)
+    reads_generated: bool = False  # BGADL: training also reads earlier rounds' generated x'
+
+    def acquisitions(self, by: str | None) -> list[str]:
+        """Columns scoring writes; hybrid scores whatever its `by` names (default bald)."""
+        return [by or "bald"] if self.pick == "hybrid" else list(self.score)
+
+
+def _uncertainty(name: str) -> Strategy:
+    return Strategy(name, "topk", score=(name,), rank_by=name, subset_option="subset")
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
+    *(_uncertainty(n) for n in UNCERTAINTY),
+    Strategy("random", "random"),
+    # Sener & Savarese 2018: k-center on embeddings; entropy comes along for free in the same pass.
+    Strategy("kcenter", "kcenter", score=("entropy",), embed_labeled=True),
+    Strategy("hybrid", "hybrid", score=("bald",), embed_labeled=True),
+    Strategy("learning_loss", "topk", score=("pred_loss",), rank_by="pred_loss", subset_option="ll_subset",
+             learning_loss=True),
+    # Zhang et al. 2020: rank by the selector's predicted "unlabeled" state.
+    Strategy("sraal", "topk", score=("sraal",), rank_by="sraal", checkpoint=SELECTOR_FILE, subset_option="subset",
+             trains_selector=True),
+    # Tran et al. 2019: BALD picks x*, then a VAE-ACGAN adds x' = g(e(x*)) with x*'s label.
+    Strategy("bgadl", "topk", score=("bald",), rank_by="bald", subset_option="subset", extra_steps=("generate",),
+             reads_generated=True),
+]}
+STRATEGY_NAMES = tuple(STRATEGIES)
+SUBSET_STRATEGIES = tuple(n for n, s in STRATEGIES.items() if s.subset_option == "subset")

@@ -1,0 +1,77 @@
+"""Model checkpoints: one file, `{"format", "config" (JSON), "state_dict", "extra" (JSON)}`.
+
+Loaded with `weights_only=True`, so a file holding pickled code is refused; the stored config rebuilds
+the architecture through the registry and the weights must fit it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+from dal_dist.atomic import atomic_path
+from dal_dist.errors import DalDistError
+from dal_dist.models.base import DALModel, ModelConfig
+from dal_dist.models.nets import build_model
+
+CHECKPOINT_FORMAT = "dal-dist-checkpoint/1"
+CHECKPOINT_FILE = "model.pt"  # a round's trained model, and the file a Ray Train worker reports
+
+
+def save_checkpoint(model: DALModel, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write state dict + JSON config atomically; `extra` holds JSON-able metadata (round, metrics)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": json.dumps(extra or {}, sort_keys=True, default=str),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, expect_name: str | None = None) -> DALModel:
+    """Load a checkpoint safely (`weights_only=True`: pickled code is refused) and check its architecture."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise DalDistError(f"checkpoint {path}: file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for corrupt zips
+        raise DalDistError(f"checkpoint {path}: refused or unreadable with weights_only=True "
+                           f"(a dal-dist checkpoint holds only tensors and JSON): {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DalDistError(f"checkpoint {path}: not a dal-dist checkpoint (expected format "
+                           f"{CHECKPOINT_FORMAT!r} with `config` and `state_dict`)")
+    try:
+        config = ModelConfig.from_json(payload["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DalDistError(f"checkpoint {path}: field `config` is not a valid model config: {e}") from e
+    if expect_name is not None and config.name != expect_name:
+        raise DalDistError(f"checkpoint {path}: holds model {config.name!r}, expected {expect_name!r}")
+    model = build_model(config)
+    _load_state(model, payload["state_dict"], path)
+    return model.eval()
+
+
+def _load_state(model: DALModel, state: dict[str, torch.Tensor], path: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:3]))
+        raise DalDistError(f"checkpoint {path}: state dict does not fit architecture "
+                           f"{model.config.name!r} ({', '.join(parts)})")
+    model.load_state_dict(state)

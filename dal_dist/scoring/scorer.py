@@ -1,0 +1,248 @@
+"""The per-batch work of scoring, without Ray: decode → preprocess → backbone once → T head samples → scores.
+
+`BatchScorer` is what Ray Data's actors (and the in-process executor) call on each Arrow batch; its
+output follows `output_schema`. What one batch may allocate is bounded before any work: the model
+input (`check_batch_memory`) and the T×B copies of the features the MC head runs on, which are split
+into sub-batches of `mc_chunk_rows` images when a whole batch would not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from dal_dist import fs as fsx
+from dal_dist.device import torch_device
+from dal_dist.errors import DalDistError
+from dal_dist.scoring.acquisition import score_all
+
+# Most the MC head's T×B feature copies (and their dropout masks and activations) may take at once.
+HEAD_BYTES_BUDGET = 1 << 30
+# Most one batch's model input (float32 N×C×S×S) and decoded images (uint8) may take.
+INPUT_BYTES_BUDGET = 2 << 30
+MAX_MC_SAMPLES = 10_000
+EMBEDDING_SOURCES = ("head", "backbone")
+EMBEDDING_DTYPES = ("float16", "float32")
+CONVERTIBLE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: decode converts any of these into any other
+
+
+class BatchScorer:
+    """Decode → preprocess → backbone once → T head samples → acquisition scores, one Arrow batch at a time.
+
+    Built once per actor: the checkpoint bytes arrive once (object store), not with every batch.
+    """
+
+    def __init__(self, checkpoint: bytes | Any, acquisitions: list[str], mc_samples: int = 20,
+                 labeled_ids: np.ndarray | Any | None = None, embed_labeled: bool = False,
+                 embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
+                 threads: int | None = None, rejects_dir: fsx.Location | None = None,
+                 progress: Any | None = None, device: str | None = None, head_bytes: int | None = None):
+        from dal_dist.models import load_checkpoint
+
+        if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
+            import ray
+
+            checkpoint = ray.get(checkpoint[0])
+        if isinstance(labeled_ids, list):
+            import ray
+
+            labeled_ids = ray.get(labeled_ids[0])
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch_device(device)
+        self.model = load_checkpoint_bytes(checkpoint, load_checkpoint).to(self.device).eval()
+        self.config = self.model.config
+        self.acquisitions = list(acquisitions)
+        if "sraal" in self.acquisitions and not hasattr(self.model, "state_score"):
+            raise DalDistError(f"`sraal` needs an SRAAL checkpoint (model 'sraal' with a state discriminator); "
+                               f"this one holds model {self.config.name!r}")
+        self.mc_samples = mc_samples
+        self.chunk_rows = mc_chunk_rows(mc_samples, head_row_bytes(self.model),
+                                        HEAD_BYTES_BUDGET if head_bytes is None else head_bytes)
+        self.labeled_ids = np.sort(np.asarray(labeled_ids, dtype=np.int64)) if labeled_ids is not None else None
+        self.embed_labeled = embed_labeled
+        self.embedding_source = embedding_source
+        self.embedding_dtype = np.float16 if embedding_dtype == "float16" else np.float32
+        self.seed = seed
+        self.rejects_dir = rejects_dir
+        self.progress = progress
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from dal_dist.pool import decode_images
+
+        if isinstance(batch, dict):
+            batch = pa.table(batch)
+        ids = batch.column("id").to_numpy()
+        if self.labeled_ids is not None and len(self.labeled_ids):
+            is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)
+            if is_labeled.any() and not self.embed_labeled:
+                batch = batch.filter(pa.array(~is_labeled))
+                is_labeled = np.zeros(batch.num_rows, dtype=bool)
+        else:
+            is_labeled = np.zeros(batch.num_rows, dtype=bool)
+        decoded = decode_images(batch, size=None, channels=self.config.in_channels)
+        if len(decoded.reject_ids):
+            self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
+            keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
+            is_labeled = is_labeled[keep]
+        out = self.score_images(decoded.ids, decoded.images, is_labeled)
+        if self.progress is not None and out.num_rows:
+            self.progress.report.remote(out.num_rows, time.time())
+        return out
+
+    @torch.inference_mode()
+    def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
+        """Score uint8 N×H×W×C images; rows flagged labeled get an embedding only (scores null)."""
+        from dal_dist.models import preprocess
+
+        n = len(ids)
+        if is_labeled is None:
+            is_labeled = np.zeros(n, dtype=bool)
+        if n == 0:
+            return self.empty_table()
+        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
+        f, levels = self.model.feature_levels(x)
+        emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
+        scores, pred, conf = self.mc_scores(ids, f)
+        if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
+            scores["pred_loss"] = self.model.loss_module(levels).float()
+        if "sraal" in self.acquisitions:  # SRAAL (Zhang et al. 2020): discriminator's P(unlabeled state)
+            scores["sraal"] = self.model.state_score(f).float()
+        mask = pa.array(is_labeled) if is_labeled.any() else None
+        cols: dict[str, pa.Array] = {"id": pa.array(ids, type=pa.int64())}
+        for name in self.acquisitions:
+            cols[name] = masked(scores[name].cpu().numpy().astype(np.float32), mask)
+        emb_np = emb.cpu().numpy().astype(self.embedding_dtype)
+        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1)), emb_np.shape[1])
+        cols["pred"] = masked(pred.cpu().numpy().astype(np.int64), mask)
+        cols["confidence"] = masked(conf.cpu().numpy().astype(np.float32), mask)
+        cols["labeled"] = pa.array(is_labeled)
+        return pa.table(cols)
+
+    def mc_scores(self, ids: np.ndarray, f: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                                    torch.Tensor]:
+        """Acquisition scores, predicted class and its confidence from T head samples, sub-batch by sub-batch.
+
+        Each sub-batch seeds its dropout masks from (seed, its ids), so re-running a batch reproduces its
+        scores; a batch that fits in one sub-batch draws exactly what an unsplit batch always drew.
+        """
+        from dal_dist.models import mc_head_probs
+
+        parts: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        for s in range(0, len(ids), self.chunk_rows):
+            torch.manual_seed(batch_seed(self.seed, ids[s:s + self.chunk_rows]))
+            probs = mc_head_probs(self.model, f[s:s + self.chunk_rows], self.mc_samples)
+            conf, pred = probs.mean(dim=0).max(dim=-1)
+            parts.append((score_all(probs, self.acquisitions), pred, conf))
+        if len(parts) == 1:
+            return parts[0]
+        scores = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+        return scores, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
+    def empty_table(self) -> pa.Table:
+        """A zero-row table of this scorer's output schema."""
+        return output_schema(self.acquisitions, embed_dim(self.model, self.embedding_source),
+                             self.embedding_dtype).empty_table()
+
+    def write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
+        """One Parquet file of (id, reason) per batch with bad rows, named by content (retries overwrite it)."""
+        if not self.rejects_dir:
+            return
+        local = fsx.is_local(self.rejects_dir)
+        if local is not None and not local.parent.is_dir():
+            return  # the job was abandoned and its staging removed: do not bring it back
+        ids = np.asarray(ids, dtype=np.int64)
+        name = f"part-{int(ids.min())}-{hashlib.sha1(ids.tobytes()).hexdigest()[:12]}.parquet"
+        fsx.write_table_atomic(fsx.join(self.rejects_dir, name),
+                               pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
+
+
+def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16) -> pa.Schema:
+    """Schema of the scores dataset (see docs/architecture.md)."""
+    etype = pa.float16() if np.dtype(embedding_dtype) == np.float16 else pa.float32()
+    fields = [pa.field("id", pa.int64(), nullable=False)]
+    fields += [pa.field(a, pa.float32()) for a in acquisitions]
+    fields += [pa.field("embedding", pa.list_(etype, embed_dim)), pa.field("pred", pa.int64()),
+               pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
+    return pa.schema(fields)
+
+
+def masked(values: np.ndarray, mask: pa.Array | None) -> pa.Array:
+    """An Arrow array of `values`, null where `mask` is set."""
+    return pa.array(values, mask=mask.to_numpy(zero_copy_only=False) if mask is not None else None)
+
+
+def feature_dim(model: Any) -> int:
+    """Width of the backbone output `features(x)` for one image of the model's input size."""
+    c = model.config
+    with torch.no_grad():
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, c.in_channels, c.image_size, c.image_size, device=p.device if p is not None else "cpu")
+        return int(model.features(x).shape[1])
+
+
+def embed_dim(model: Any, source: str) -> int:
+    """Width of the stored embedding: the head's penultimate layer, or the backbone output."""
+    return int(model.embed_dim) if source == "head" else feature_dim(model)
+
+
+def head_row_bytes(model: Any) -> int:
+    """Bytes one (MC sample, image) row of the head takes at its peak: features copy, dropout, activations."""
+    return 4 * (3 * feature_dim(model) + 3 * int(getattr(model, "embed_dim", 0)) + 2 * model.config.num_classes)
+
+
+def mc_chunk_rows(mc_samples: int, row_bytes: int, budget: int = HEAD_BYTES_BUDGET) -> int:
+    """Images per MC-head sub-batch so T×rows fits `budget`; refused with the figure when one image is too much."""
+    rows = budget // max(1, mc_samples * row_bytes)
+    if rows < 1:
+        one = mc_samples * row_bytes
+        raise DalDistError(f"--mc-samples {mc_samples}: the MC head needs {one / 2**30:.1f} GiB for a single image "
+                           f"({mc_samples} samples x {row_bytes} bytes), over the {budget / 2**30:.1f} GiB a batch "
+                           f"may allocate; use --mc-samples <= {max(1, budget // row_bytes)}")
+    return int(rows)
+
+
+def check_batch_memory(model: Any, mc_samples: int, batch_size: int,
+                       image_shape: tuple[int, int, int] | None) -> int:
+    """Refuse a batch whose inputs would not fit the budget (with the figure); returns the MC sub-batch rows."""
+    c = model.config
+    need = batch_size * c.in_channels * c.image_size * c.image_size * 4
+    if image_shape is not None:
+        need += batch_size * int(np.prod(image_shape))
+    if need > INPUT_BYTES_BUDGET:
+        raise DalDistError(f"--batch-size {batch_size}: one batch of {c.in_channels}x{c.image_size}x{c.image_size} "
+                           f"model inputs needs {need / 2**30:.1f} GiB, over the {INPUT_BYTES_BUDGET / 2**30:.0f} GiB "
+                           "a batch may allocate; lower --batch-size")
+    return mc_chunk_rows(mc_samples, head_row_bytes(model))
+
+
+def check_channels(model: Any, image_shape: tuple[int, int, int] | None, pool: str) -> None:
+    """The pool's images must convert to the model's input channels, or every row would be a reject."""
+    m = model.config.in_channels
+    c = image_shape[2] if image_shape is not None else None
+    if c == m or (m in CONVERTIBLE_CHANNELS and (c is None or c in CONVERTIBLE_CHANNELS)):
+        return
+    have = f"{c}-channel images" if c is not None else "images of unknown channels (encoded or mixed)"
+    raise DalDistError(f"pool {pool}: holds {have}; the checkpoint's model {model.config.name!r} expects "
+                       f"in_channels={m}, and only 1, 3 and 4 channels convert into each other: score with a "
+                       "checkpoint trained on this pool")
+
+
+def batch_seed(seed: int, ids: np.ndarray) -> int:
+    """A dropout seed from (seed, the batch's ids): the same batch draws the same masks on any actor."""
+    h = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=8, key=str(seed).encode())
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def load_checkpoint_bytes(data: bytes, loader: Any) -> Any:
+    """A model from checkpoint bytes (what travels through the object store) via a temp file."""
+    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return loader(tmp.name)

@@ -1,0 +1,67 @@
+"""Run config: unknown keys and wrong types are errors naming the key path; the hash ignores the run dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from dal_dist.driver.config import load_config, parse_config
+from dal_dist.errors import DalDistError
+
+BASE = {"pool": "builtin:mnist5k", "strategy": {"name": "bald"}, "budget": 10, "rounds": 3}
+
+
+def _err(data) -> str:
+    with pytest.raises(DalDistError) as e:
+        parse_config(data)
+    return str(e.value)
+
+
+def test_defaults_and_rounds():
+    cfg = parse_config(BASE)
+    assert cfg.num_rounds() == 3 and cfg.round_budget(3) == 10
+    assert cfg.initial.kind == "balanced" and cfg.oracle == "simulated" and cfg.train.epochs >= 1
+    total = parse_config({**BASE, "rounds": None, "total_budget": 45})  # 20 initial + 10 + 10 + 5
+    assert total.num_rounds() == 3 and [total.round_budget(r) for r in (1, 2, 3)] == [10, 10, 5]
+
+
+@pytest.mark.parametrize("data, key", [
+    ({**BASE, "bugdet": 10}, "bugdet: unknown key"),
+    ({**BASE, "strategy": {"name": "bald", "bye": "x"}}, "strategy.bye: unknown key"),
+    ({**BASE, "train": {"epochs": "many"}}, "train.epochs:"),
+    ({**BASE, "train": {"epoch": 3}}, "train.epoch: unknown key"),
+    ({**BASE, "budget": "ten"}, "budget:"),
+    ({**BASE, "strategy": {"name": "bold"}}, "strategy.name:"),
+    ({**BASE, "strategy": {"name": "bald", "by": "entropy"}}, "strategy:"),
+    ({**BASE, "initial": {"kind": "balanced", "size": -1}}, "initial.size:"),
+    ({**BASE, "model": {"name": "mnist-cnn", "dropout": 2}}, "model.dropout:"),
+    ({**BASE, "total_budget": 50}, "exactly one of `rounds` and `total_budget`"),
+    ({**BASE, "oracle": "human"}, "balanced peeks"),
+])
+def test_bad_config_names_the_key(data, key):
+    assert key in _err(data)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("pool: [unclosed\n")
+    with pytest.raises(DalDistError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("pool: p\nstrategy: {name: bald}\nbudget: 1\nrounds: 1\nseeed: 3\n")
+    with pytest.raises(DalDistError, match=r"run\.yaml: seeed: unknown key"):
+        load_config(bad)
+
+
+def test_relative_paths_resolve_against_the_config_and_hash_ignores_run_dir(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("pool: pools/a\nstrategy: {name: entropy}\nbudget: 5\nrounds: 2\nrun_dir: runs/x\n")
+    cfg = load_config(f)
+    assert cfg.pool == str(tmp_path / "pools" / "a") and cfg.run_dir == str(tmp_path / "runs" / "x")
+    other = cfg.model_copy(update={"run_dir": "/elsewhere"})
+    assert other.config_hash() == cfg.config_hash()
+    assert cfg.model_copy(update={"seed": 1}).config_hash() != cfg.config_hash()
+
+
+def test_learning_loss_strategy_turns_on_the_loss_module_training():
+    cfg = parse_config({**BASE, "strategy": {"name": "learning_loss", "ll_subset": 100}})
+    assert cfg.train.learning_loss
+    assert "train.learning_loss is only meaningful" in _err({**BASE, "train": {"learning_loss": True}})
