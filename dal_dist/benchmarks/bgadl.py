@@ -7,30 +7,24 @@ then train a fresh `mnist-cnn` on the labeled set alone (`bald`/`random`) and on
 x' = g(e(x*)) for the acquired x* (`bgadl`), with the VAE-ACGAN fitted on the labeled set. One JSON
 line per (seed, picker, variant); the numbers go to notes, never into asserts.
 
-    python jobs/bench_bgadl.py --seeds 0 1 --pickers bald
+    python -m dal_dist.benchmarks.bgadl --seeds 0 1 --pickers bald
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import tempfile
+import time
 from pathlib import Path
 
-# Python put jobs/ first on sys.path, where `select.py` would shadow the stdlib module: put the repo
-# root there instead (as the other jobs do), before anything imports `selectors`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dal_dist.acquisition import bald  # noqa: E402
-from dal_dist.bgadl import BGADLConfig, bgadl_generate_round, read_generated  # noqa: E402
-from dal_dist.models import build_model, default_config, mc_head_probs, preprocess  # noqa: E402
-from dal_dist.training import evaluate, training_objective  # noqa: E402
+from dal_dist.methods.bgadl import BGADLConfig, generate_bgadl_round, read_generated
+from dal_dist.models import build_model, default_config, mc_head_probs, preprocess
+from dal_dist.scoring.acquisition import bald
+from dal_dist.training import evaluate, training_objective
 
 
 def load_mnist(pool_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -73,12 +67,14 @@ def bald_scores(model, images: np.ndarray, samples: int = 20) -> np.ndarray:
 
 
 def balanced_initial(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` seeded initial labels, n/10 per class (MNIST's ten classes)."""
     rng = np.random.default_rng(seed)
     per = n // 10
     return np.concatenate([rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in range(10)])
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the flags and print one JSON line per (seed, picker, variant)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--pickers", nargs="+", default=["bald"], choices=["bald", "random"])
@@ -113,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = BGADLConfig(steps=args.bgadl_steps, batch_size=32, generated_per_acquired=args.per_acquired,
                               seed=seed)
             with tempfile.TemporaryDirectory() as tmp:
-                res = bgadl_generate_round(px[labeled], py[labeled], px[acquired], py[acquired], acquired, cfg,
+                res = generate_bgadl_round(px[labeled], py[labeled], px[acquired], py[acquired], acquired, cfg,
                                            num_classes=10, round_index=1, model_out=Path(tmp) / "vae.pt",
                                            generated_out=Path(tmp) / "generated.parquet")
                 gx, gy = read_generated([res.generated_path], image_shape=px.shape[1:])

@@ -151,7 +151,7 @@ def main_sharded(n: int = 200_000, dim: int = 128, labeled: int = 1000, k: int =
             ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False)
         stats: dict[str, Any] = {}
         dist_ids, _ = kcenter_greedy_sharded(scan_scores(tmp), k, workers=workers, seed=seed, device="cpu",
-                                      actor_cpus=1, stats=stats)
+                                             actor_cpus=1, stats=stats)
     out = {"bench": "kcenter-sharded", "n": n, "dim": dim, "labeled": labeled, "k": k,
            "single_node_total_s": round(single_s, 3), "same_picks": bool(np.array_equal(single_ids, dist_ids)),
            **{key: round(v, 6) if isinstance(v, float) else v for key, v in stats.items()}}

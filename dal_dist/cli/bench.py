@@ -54,7 +54,7 @@ def kcenter(
 @bench_app.command("soak")
 def soak(
     rounds: int = typer.Option(20, "--rounds", help="Consecutive active-learning rounds."),
-    pool: int = typer.Option(2000, "--pool", help="Synthetic pool size (dal_dist.pool_synth)."),
+    pool: int = typer.Option(2000, "--pool", help="Synthetic pool size (dal_dist.pool.synth)."),
     kill_prob: float = typer.Option(0.5, "--kill-prob", help="Chance that a round's scoring loses an actor (SIGKILL)."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(2, "--workers", help="Scoring actors."),

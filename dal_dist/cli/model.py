@@ -15,15 +15,23 @@ app.add_typer(model_app, name="model")
 @model_app.command("init")
 def init(
     model: str = typer.Option(..., "--model", help="Registered model: mnist-cnn or resnet18."),
-    classes: int = typer.Option(..., "--classes", help="Number of classes."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
-    in_channels: int = typer.Option(None, "--in-channels", help="Input channels (default per model)."),
-    image_size: int = typer.Option(None, "--image-size", help="Input side in pixels (default per model)."),
-    dropout: float = typer.Option(0.5, "--dropout", help="Dropout rate of the head."),
+    classes: int = typer.Option(..., "--classes", min=2, max=1_000_000, help="Number of classes."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (refused if it exists)."),
+    in_channels: int = typer.Option(None, "--in-channels", min=1, max=64, help="Input channels (default per model)."),
+    image_size: int = typer.Option(None, "--image-size", min=8, max=4096,
+                                   help="Input side in pixels (default per model)."),
+    dropout: float = typer.Option(0.5, "--dropout", min=0.0, max=0.99, help="Dropout rate of the head."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint file."),
     seed: int = typer.Option(0, "--seed", help="Initialisation seed."),
 ) -> None:
     """Write a freshly initialised, seeded checkpoint."""
+    from dal_dist.errors import DalDistError
     from dal_dist.models import build_model, default_config, save_checkpoint
+
+    if out.is_dir():
+        raise DalDistError(f"--out {out}: is a directory; expected a checkpoint file path")
+    if out.exists() and not overwrite:
+        raise DalDistError(f"--out {out}: exists; pass --overwrite to replace it")
 
     config = default_config(model, classes, in_channels=in_channels, image_size=image_size, seed=seed,
                             dropout=dropout)

@@ -2,7 +2,7 @@
 
 Example (see `examples/quickstart.yaml`)::
 
-    pool: builtin:mnist5k          # a pool directory, or a builtin (see dal_dist.datasets)
+    pool: builtin:mnist5k          # a pool directory, or a builtin (see dal_dist.pool.builtin)
     test_pool: null                # defaults to the builtin's test split; needed for accuracy curves
     model: {name: mnist-cnn, dropout: 0.5}
     strategy: {name: bald, mc_samples: 20}
@@ -191,13 +191,37 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
     path = Path(path)
     if not path.is_file():
-        raise DalDistError(f"{path}: config file not found")
+        raise DalDistError(f"{path}: config file not found" if not path.is_dir() else
+                           f"{path}: is a directory; expected a YAML config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DalDistError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML config file") from None
+    try:
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        raise DalDistError(f"{path}: not valid YAML: {e}") from e
+        raise DalDistError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     cfg = parse_config(data, str(path))
     return resolve_paths(cfg, path.parent)
+
+
+def _unique_key_loader() -> type:
+    """A yaml.SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:

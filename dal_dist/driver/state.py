@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from dal_dist.driver.ledger import LabelLedger
 from dal_dist.driver.strategies import STRATEGIES
 from dal_dist.errors import DalDistError
 from dal_dist.locks import DirectoryLock
+
+if TYPE_CHECKING:
+    from dal_dist.pool import PoolInfo
 
 INITIAL_STEPS = ("select", "label", "manifest")
 ROUND_STEPS = ("train", "evaluate", "score", "select", "label")  # then the strategy's extra steps, then manifest
@@ -72,10 +76,35 @@ def resolve_state(run_dir: Path, cfg: RunConfig, config_hash: str) -> RunState:
     if not num_classes:
         raise DalDistError(f"pool {pool}: number of classes unknown (no `num_classes` in its meta, no labels); "
                            "set model.num_classes in the config")
-    if test_pool is not None and not validate_pool(test_pool).has_label:
-        raise DalDistError(f"test_pool {test_pool}: has no `label` column; evaluation needs labels")
+    if test_pool is not None:
+        _check_test_pool(validate_pool(test_pool), info.image_shape, int(num_classes))
+    _check_budget_fits(cfg, info.rows, pool)
     return RunState(run_dir, cfg, config_hash, pool, test_pool, int(num_classes),
                     class_names_of(info.meta, int(num_classes)), info.image_shape)
+
+
+def _check_test_pool(test: "PoolInfo", shape: tuple[int, int, int] | None, num_classes: int) -> None:
+    """The test pool must be labeled, hold the pool's image shape and no class the model cannot predict."""
+    if not test.has_label:
+        raise DalDistError(f"test_pool {test.path}: has no `label` column; evaluation needs labels")
+    if shape is not None and test.image_shape is not None and test.image_shape != shape:
+        raise DalDistError(f"test_pool {test.path}: images are {test.image_shape} (height, width, channels), the "
+                           f"pool's are {shape}; evaluate on images of the pool's shape")
+    beyond = sorted(c for c in test.label_counts if not 0 <= c < num_classes)
+    if beyond:
+        raise DalDistError(f"test_pool {test.path}: labels {beyond[:5]} are outside the model's {num_classes} "
+                           f"classes 0..{num_classes - 1}")
+
+
+def _check_budget_fits(cfg: RunConfig, rows: int, pool: Path | str) -> None:
+    """Every label the run will ask for must exist: found now, not after rounds of training."""
+    if cfg.initial.size > rows:
+        raise DalDistError(f"initial.size = {cfg.initial.size} exceeds the pool's {rows} images ({pool})")
+    total = cfg.initial.size + sum(cfg.round_budget(r) for r in range(1, cfg.num_rounds() + 1))
+    if total > rows:
+        raise DalDistError(f"budget: the run asks for {total} labels (initial.size {cfg.initial.size} + "
+                           f"{cfg.num_rounds()} rounds of budget {cfg.budget}), more than the pool's {rows} images "
+                           f"({pool}); lower budget, rounds or total_budget")
 
 
 def local_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -99,11 +128,12 @@ def read_stored_config(run_dir: Path) -> tuple[RunConfig, str]:
         raise DalDistError(f"{run_dir}: not a dal-dist run directory (no config.json); "
                            "start one with `dal-dist run --config FILE --run-dir DIR`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
         cfg = parse_config(data["config"], str(path))
         return cfg, str(data["config_hash"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DalDistError(f"{path}: unreadable run config ({e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DalDistError(f"{path}: not a dal-dist run config ({type(e).__name__}: {e}); is {run_dir} a dal-dist "
+                           "run directory?") from None
 
 
 def load_run_state(run_dir: str | os.PathLike) -> RunState:

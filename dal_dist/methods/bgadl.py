@@ -453,11 +453,11 @@ class BGADLRoundResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def bgadl_generate_round(labeled_images: np.ndarray, labeled_labels: np.ndarray, new_images: np.ndarray,
-                         new_labels: np.ndarray, new_ids: np.ndarray, cfg: BGADLConfig, *, num_classes: int,
-                         round_index: int, model_out: str | os.PathLike, generated_out: str | os.PathLike,
-                         init_model: str | os.PathLike | None = None,
-                         device: torch.device | str = "cpu") -> BGADLRoundResult:
+def generate_bgadl_round(labeled_images: np.ndarray, labeled_labels: np.ndarray, new_images: np.ndarray,
+                          new_labels: np.ndarray, new_ids: np.ndarray, cfg: BGADLConfig, *, num_classes: int,
+                          round_index: int, model_out: str | os.PathLike, generated_out: str | os.PathLike,
+                          init_model: str | os.PathLike | None = None,
+                          device: torch.device | str = "cpu") -> BGADLRoundResult:
     """Fit the VAE-ACGAN on the labeled set (incl. this round's x*) and write x' = g(e(x*)) with y*.
 
     Deterministic for (cfg.seed, round_index, inputs), so a redone step rewrites identical files. With

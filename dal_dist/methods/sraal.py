@@ -1,6 +1,6 @@
 """SRAAL: State-Relabeling Adversarial Active Learning (Zhang et al., CVPR 2020, arXiv:2004.04943).
 
-The model (`SRAALModel`, registered as `"sraal"` in `dal_dist.models`) is one network:
+The model (`SRAALModel`, registered as `"sraal"` in `dal_dist.models.nets`) is one network:
 
   * a shared CNN encoder (`features`) with two FC heads: the *unsupervised image reconstructor*, a VAE
     posterior q(z_u|x) whose sample feeds a deconvolutional decoder (trained on labeled and unlabeled
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from dal_dist.errors import DalDistError
-from dal_dist.models import DALModel, ModelConfig, build_model, load_checkpoint, preprocess, save_checkpoint
-
-# Scoring column and acquisition name: the discriminator's predicted probability of "unlabeled".
-SCORE_NAME = "sraal"
+from dal_dist.models import DALModel, ModelConfig, preprocess
+from dal_dist.pool import read_images
+from dal_dist.training import (TrainingJob, TrainResult, WorkerContext, check_executor, check_training_arrays,
+                               run_training_job, warm_start_state)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -103,6 +102,9 @@ class SRAALModel(DALModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.image_size < 8 or config.image_size % 4:
+            raise DalDistError(f"model sraal: image_size must be a multiple of 4 and >= 8 (two stride-2 "
+                               f"convolutions mirrored by the decoder), got {config.image_size}")
         self.config = config
         c, s = config.in_channels, config.image_size
         self.vae_dim = int(config.extra.get("vae_latent", 32))
@@ -135,14 +137,12 @@ class SRAALModel(DALModel):
         return self.fc_cls(self.drop2(F.relu(self.fc_target(self.drop1(f)))))
 
     def target_latent(self, f: torch.Tensor) -> torch.Tensor:
+        """z_s, the target learner's latent (dropout off)."""
         return F.relu(self.fc_target(f))
 
     def posterior(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z_u | x) as (mu, logvar)."""
         return self.fc_mu(f), self.fc_logvar(f)
-
-    def target_probs(self, f: torch.Tensor) -> torch.Tensor:
-        """Deterministic class probabilities (= `head` with dropout off): the input of OUI."""
-        return torch.softmax(self.fc_cls(self.target_latent(f)).float(), dim=-1)
 
     def embed(self, f: torch.Tensor) -> torch.Tensor:
         """Unified representation [mu_u, z_s]: the discriminator's input, deterministic."""
@@ -240,6 +240,34 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
             yield perm[s:s + batch_size]
 
 
+STEP_KEYS = ("vae_loss", "ce_loss", "adv_loss", "disc_loss", "oui_mean", "train_acc")
+
+
+def train_sraal_step(model: SRAALModel, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                     x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, cfg: SRAALConfig) -> torch.Tensor:
+    """One generator update then one discriminator update; returns the STEP_KEYS values (float64, on device)."""
+    out_l, out_u = model.sraal_forward(x_l), model.sraal_forward(x_u)
+    with torch.no_grad():  # OUI from the target learner as it is now, before this step's update
+        oui = online_uncertainty_indicator(torch.softmax(model.fc_cls(out_u.target_latent).float(), -1))
+    # Generator step (encoder, both heads, decoder): the discriminator's weights are not stepped.
+    l_vae = vae_loss(out_l.recon, x_l, out_l.mu, out_l.logvar, cfg.beta) \
+        + vae_loss(out_u.recon, x_u, out_u.mu, out_u.logvar, cfg.beta)
+    l_ce = target_loss(out_l.logits, y_l)
+    l_adv = adversarial_loss(model.discriminator(out_l.rep), model.discriminator(out_u.rep))
+    loss_g = cfg.recon_weight * l_vae + cfg.ce_weight * l_ce + cfg.adv_weight * l_adv
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    # Discriminator step on the (detached) representations, unlabeled states relabeled by OUI.
+    l_d = discriminator_loss(model.discriminator(out_l.rep.detach()), model.discriminator(out_u.rep.detach()), oui)
+    opt_d.zero_grad(set_to_none=True)
+    l_d.backward()
+    opt_d.step()
+    with torch.no_grad():
+        acc = (out_l.logits.argmax(1) == y_l).float().mean()
+        return torch.stack([v.detach().double() for v in (l_vae, l_ce, l_adv, l_d, oui.mean(), acc)])
+
+
 def fit_sraal(model: SRAALModel, labeled_x: np.ndarray, labeled_y: np.ndarray, unlabeled_x: np.ndarray,
               cfg: SRAALConfig, device: torch.device | str | None = None) -> dict[str, Any]:
     """Train generator and discriminator in alternation, in this process; deterministic per `cfg.seed`.
@@ -247,9 +275,7 @@ def fit_sraal(model: SRAALModel, labeled_x: np.ndarray, labeled_y: np.ndarray, u
     Arrays: uint8 N×H×W×C images, int labels. Returns {"metrics": {...}, "history": [...]}; metrics
     include `disc_auc`, the discriminator's ROC-AUC for unlabeled-vs-labeled on the training images.
     """
-    from dal_dist.training import _check_arrays
-
-    _check_arrays(labeled_x, labeled_y, model.config, "labeled_x", "labeled_y")
+    check_training_arrays(labeled_x, labeled_y, model.config, "labeled_x", "labeled_y")
     _check_unlabeled(unlabeled_x)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
@@ -261,8 +287,7 @@ def fit_sraal(model: SRAALModel, labeled_x: np.ndarray, labeled_y: np.ndarray, u
     lab_batches = _batches(len(labeled_y), cfg.batch_size, rng)
     unl_batches = _batches(len(unlabeled_x), cfg.batch_size, rng)
     every = cfg.log_every or max(1, cfg.steps // 50)
-    keys = ("vae_loss", "ce_loss", "adv_loss", "disc_loss", "oui_mean", "train_acc")
-    window = torch.zeros(len(keys), dtype=torch.float64, device=device)  # on device: no per-step sync
+    window = torch.zeros(len(STEP_KEYS), dtype=torch.float64, device=device)  # on device: no per-step sync
     n_window = 0
     history: list[dict[str, float]] = []
     start = time.monotonic()
@@ -274,30 +299,10 @@ def fit_sraal(model: SRAALModel, labeled_x: np.ndarray, labeled_y: np.ndarray, u
             x_l = preprocess(torch.from_numpy(labeled_x[li]).to(device), mc)
             y_l = torch.from_numpy(labeled_y[li]).to(device)
             x_u = preprocess(torch.from_numpy(unlabeled_x[ui]).to(device), mc)
-            out_l, out_u = model.sraal_forward(x_l), model.sraal_forward(x_u)
-            with torch.no_grad():  # OUI from the target learner as it is now, before this step's update
-                oui = online_uncertainty_indicator(torch.softmax(model.fc_cls(out_u.target_latent).float(), -1))
-            # Generator step (encoder, both heads, decoder): the discriminator's weights are not stepped.
-            l_vae = vae_loss(out_l.recon, x_l, out_l.mu, out_l.logvar, cfg.beta) \
-                + vae_loss(out_u.recon, x_u, out_u.mu, out_u.logvar, cfg.beta)
-            l_ce = target_loss(out_l.logits, y_l)
-            l_adv = adversarial_loss(model.discriminator(out_l.rep), model.discriminator(out_u.rep))
-            loss_g = cfg.recon_weight * l_vae + cfg.ce_weight * l_ce + cfg.adv_weight * l_adv
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            # Discriminator step on the (detached) representations, unlabeled states relabeled by OUI.
-            l_d = discriminator_loss(model.discriminator(out_l.rep.detach()),
-                                     model.discriminator(out_u.rep.detach()), oui)
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-            with torch.no_grad():
-                acc = (out_l.logits.argmax(1) == y_l).float().mean()
-                window += torch.stack([v.detach().double() for v in (l_vae, l_ce, l_adv, l_d, oui.mean(), acc)])
-                n_window += 1
+            window += train_sraal_step(model, opt_g, opt_d, x_l, y_l, x_u, cfg)
+            n_window += 1
             if (step + 1) % every == 0 or step + 1 == cfg.steps:
-                history.append({"step": step + 1, **dict(zip(keys, (window / n_window).tolist()))})
+                history.append({"step": step + 1, **dict(zip(STEP_KEYS, (window / n_window).tolist()))})
                 window.zero_()
                 n_window = 0
     model.eval()
@@ -337,47 +342,35 @@ def discriminator_auc(model: SRAALModel, labeled_x: np.ndarray, unlabeled_x: np.
     return float(u / (len(s_u) * len(s_l)))
 
 
-# ------------------------------------------------------------------------------------ Ray Train glue
-def train_sraal(model_config: ModelConfig, labeled_x: np.ndarray, labeled_y: np.ndarray,
-                unlabeled_x: np.ndarray, cfg: SRAALConfig, out_checkpoint: str | os.PathLike,
-                init_checkpoint: str | os.PathLike | None = None,
-                storage_dir: str | os.PathLike | None = None, executor: str = "ray") -> Any:
+# --------------------------------------------------------------------------------------- training job
+def train_sraal_selector(model_config: ModelConfig, labeled_x: np.ndarray, labeled_y: np.ndarray,
+                         unlabeled_x: np.ndarray, cfg: SRAALConfig, out_checkpoint: str | os.PathLike,
+                         init_checkpoint: str | os.PathLike | None = None,
+                         storage_dir: str | os.PathLike | None = None, executor: str = "ray") -> TrainResult:
     """Run `fit_sraal` in one Ray Train worker (`TorchTrainer`, GPU with `cfg.use_gpu`); write the checkpoint.
 
     One worker: the alternating generator/discriminator updates are not DDP-wrapped (the sampler's
     data, a labeled set plus `unlabeled_sample` images, fits one device). `executor="local"` runs the
     same fit in this process (as `training.train` does: a Ray Train worker group costs tens of seconds
-    to start); both give the same weights for a seed on CPU. Returns a `dal_dist.training.TrainResult`.
+    to start); both give the same weights for a seed on CPU.
     """
-    from dal_dist.training import TrainResult, _check_arrays
-
     if model_config.name != "sraal":
-        raise DalDistError(f"train_sraal: model config name is {model_config.name!r}; expected 'sraal'")
-    if executor not in ("ray", "local"):
-        raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
-    _check_arrays(labeled_x, labeled_y, model_config, "labeled_x", "labeled_y")
+        raise DalDistError(f"train_sraal_selector: model config name is {model_config.name!r}; expected 'sraal'")
+    check_executor(executor)
+    check_training_arrays(labeled_x, labeled_y, model_config, "labeled_x", "labeled_y")
     _check_unlabeled(unlabeled_x)
-    init_state = None
-    if init_checkpoint is not None:
-        prev = load_checkpoint(init_checkpoint, expect_name="sraal")
-        try:
-            build_model(model_config).load_state_dict(prev.state_dict())
-        except RuntimeError as e:
-            raise DalDistError(f"init_checkpoint {init_checkpoint}: its weights do not fit model config "
-                               f"'sraal' ({str(e).splitlines()[0]})") from e
-        init_state = {k: v.detach().cpu() for k, v in prev.state_dict().items()}
-    labeled_y = np.asarray(labeled_y, dtype=np.int64)
-    start = time.monotonic()
-    if executor == "local":
-        device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-        if cfg.use_gpu and device.type != "cuda":
-            raise DalDistError("sraal.use_gpu is true but this process sees no CUDA device")
-        out = _fit_and_save(model_config, cfg, labeled_x, labeled_y, unlabeled_x, init_state, device,
-                            Path(out_checkpoint))
-        return TrainResult(checkpoint=Path(out_checkpoint),
-                           metrics={**out["metrics"], "seconds": time.monotonic() - start}, history=out["history"])
-    return _train_ray(model_config, labeled_x, labeled_y, unlabeled_x, cfg, out_checkpoint, init_state,
-                      storage_dir)
+    init_state = warm_start_state(model_config, init_checkpoint) if init_checkpoint is not None else None
+    data = {"labeled_x": np.ascontiguousarray(labeled_x), "labeled_y": np.asarray(labeled_y, dtype=np.int64),
+            "unlabeled_x": np.ascontiguousarray(unlabeled_x)}
+    job = TrainingJob("sraal", model_config, cfg, _fit_job, workers=1, use_gpu=cfg.use_gpu)
+    return run_training_job(job, data, init_state, out_checkpoint, executor=executor, storage_dir=storage_dir)
+
+
+def _fit_job(model: SRAALModel, cfg: SRAALConfig, data: dict[str, Any],
+             ctx: WorkerContext) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """`fit_sraal` as the training skeleton's fit function (one worker: only the device matters)."""
+    out = fit_sraal(model, data["labeled_x"], data["labeled_y"], data["unlabeled_x"], cfg, device=ctx.device)
+    return out["metrics"], out["history"]
 
 
 def _check_unlabeled(unlabeled_x: Any) -> None:
@@ -388,68 +381,16 @@ def _check_unlabeled(unlabeled_x: Any) -> None:
                            f"shape {getattr(unlabeled_x, 'shape', '?')}")
 
 
-def _fit_and_save(model_config: ModelConfig, cfg: SRAALConfig, labeled_x: np.ndarray, labeled_y: np.ndarray,
-                  unlabeled_x: np.ndarray, init_state: dict[str, torch.Tensor] | None, device: torch.device,
-                  path: Path) -> dict[str, Any]:
-    """Build (or warm-start), fit, checkpoint: the one body both executors run."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    model = build_model(model_config)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    out = fit_sraal(model, labeled_x, labeled_y, unlabeled_x, cfg, device=device)
-    save_checkpoint(model.cpu(), path, extra={"sraal": cfg.model_dump(), "metrics": out["metrics"]})
-    return out
-
-
-def _train_ray(model_config: ModelConfig, labeled_x: np.ndarray, labeled_y: np.ndarray, unlabeled_x: np.ndarray,
-               cfg: SRAALConfig, out_checkpoint: str | os.PathLike, init_state: dict[str, torch.Tensor] | None,
-               storage_dir: str | os.PathLike | None) -> Any:
-    import ray
-
-    from dal_dist.training import fit_on_ray_train
-
-    refs = {"labeled_x": ray.put(np.ascontiguousarray(labeled_x)), "labeled_y": ray.put(labeled_y),
-            "unlabeled_x": ray.put(np.ascontiguousarray(unlabeled_x)),
-            "init_state": ray.put(init_state) if init_state is not None else None}
-    loop_config = {"model_config": model_config.to_json(), "sraal_config": cfg.model_dump(), "refs": refs}
-    return fit_on_ray_train(_sraal_loop, loop_config, 1, cfg.use_gpu, out_checkpoint, storage_dir, "sraal")
-
-
-def _sraal_loop(config: dict[str, Any]) -> dict[str, Any]:
-    """The Ray Train worker: fetch the arrays, fit, report the one checkpoint."""
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from dal_dist.training import CHECKPOINT_FILE
-
-    refs = config["refs"]
-    with tempfile.TemporaryDirectory(prefix="dal-dist-ckpt-") as tmp:
-        out = _fit_and_save(ModelConfig.from_json(config["model_config"]),
-                            SRAALConfig.model_validate(config["sraal_config"]), ray.get(refs["labeled_x"]),
-                            ray.get(refs["labeled_y"]), ray.get(refs["unlabeled_x"]),
-                            ray.get(refs["init_state"]) if refs["init_state"] is not None else None,
-                            ray.train.torch.get_device(), Path(tmp) / CHECKPOINT_FILE)
-        ray.train.report(out["metrics"], checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    return out
-
-
-def sraal_train_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: np.ndarray,
+def train_sraal_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: np.ndarray,
                       unlabeled_ids: np.ndarray, model_config: ModelConfig, cfg: SRAALConfig,
                       out_checkpoint: str | os.PathLike, *, image_shape: tuple[int, int, int] | None = None,
                       init_checkpoint: str | os.PathLike | None = None,
-                      storage_dir: str | os.PathLike | None = None, executor: str = "ray") -> Any:
+                      storage_dir: str | os.PathLike | None = None, executor: str = "ray") -> TrainResult:
     """The driver's entry point: draw `cfg.unlabeled_sample` unlabeled ids (seeded), read those images and
     the labeled ones from the pool in one pass, train SRAAL through Ray Train (`executor="local"`: in
     this process), write `out_checkpoint` (a `"sraal"` model that `score_pool(..., acquisitions="sraal")`
-    scores). Returns `training.TrainResult`; its metrics carry `unlabeled_sampled` and `disc_auc`.
+    scores). Returns a `TrainResult`; its metrics carry `unlabeled_sampled` and `disc_auc`.
     """
-    from dal_dist.pool import read_images
-
     labeled_ids = np.asarray(labeled_ids, dtype=np.int64)
     unlabeled_ids = np.asarray(unlabeled_ids, dtype=np.int64)
     if len(labeled_ids) != len(labels):
@@ -463,13 +404,13 @@ def sraal_train_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: 
     sample = np.sort(rng.choice(unlabeled_ids, size=min(cfg.unlabeled_sample, len(unlabeled_ids)), replace=False))
     images = read_images(Path(pool), np.concatenate([labeled_ids, sample]), image_shape)  # one pool pass
     labeled_x, unlabeled_x = images[:len(labeled_ids)], images[len(labeled_ids):]
-    result = train_sraal(model_config, labeled_x, np.asarray(labels, dtype=np.int64), unlabeled_x, cfg,
-                         out_checkpoint, init_checkpoint=init_checkpoint, storage_dir=storage_dir,
-                         executor=executor)
+    result = train_sraal_selector(model_config, labeled_x, np.asarray(labels, dtype=np.int64), unlabeled_x, cfg,
+                                  out_checkpoint, init_checkpoint=init_checkpoint, storage_dir=storage_dir,
+                                  executor=executor)
     result.metrics["unlabeled_sampled"] = int(len(sample))
     return result
 
 
-__all__ = ["SCORE_NAME", "SRAALConfig", "SRAALModel", "adversarial_loss", "discriminator_auc",
-           "discriminator_loss", "fit_sraal", "online_uncertainty_indicator", "sraal_train_round",
-           "state_scores", "target_loss", "train_sraal", "vae_loss"]
+__all__ = ["SRAALConfig", "SRAALModel", "adversarial_loss", "discriminator_auc", "discriminator_loss",
+           "fit_sraal", "online_uncertainty_indicator", "state_scores", "target_loss", "train_sraal_round",
+           "train_sraal_selector", "train_sraal_step", "vae_loss"]

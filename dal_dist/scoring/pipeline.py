@@ -1,38 +1,49 @@
 """Distributed MC-dropout scoring: Ray Data streams the pool through an actor pool of `BatchScorer`s.
 
-The per-batch work (`BatchScorer.__call__`) is plain Python, testable without Ray. The Ray layer is
-`read_parquet → map_batches(BatchScorer, concurrency=workers) → write_parquet` into a staging
-directory that is verified (exactly one row per unlabeled id) and then renamed into place.
+`score_pool` runs four named steps: check the arguments and paths (before Ray starts), plan (pool,
+checkpoint, labeled ids: every structural problem found before any work), run (Ray Data
+`read_parquet → map_batches(BatchScorer, concurrency=workers) → write_parquet`, or the same scorer in
+this process) into a staging directory, and publish it (`scoring.publish`: verified — exactly one row
+per unlabeled id — then renamed into place). An interrupt or error removes the staging directory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
+import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
 
 from dal_dist import fs as fsx
-from dal_dist.acquisition import parse_acquisitions, score_all
-from dal_dist.errors import DalDistError, StorageError
+from dal_dist.errors import DalDistError
+from dal_dist.scoring.acquisition import parse_acquisitions
+from dal_dist.scoring.interrupts import sigterm_raises
+from dal_dist.scoring.placement import check_gpus_per_worker
+from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
+from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
+                                     check_batch_memory, check_channels)
 
 log = logging.getLogger(__name__)
 
-REJECTS_DIR = "rejects"
+EXTRA_SCORES = ("pred_loss", "sraal")  # model outputs scoring can emit besides the MC-dropout acquisitions
+EXECUTORS = ("ray", "local")
+# Read/write tasks are light; they must still fit beside the scoring actors. Actors never reserve every
+# CPU of a node: Ray Data's file-listing task asks for a whole one (see `placement.plan_cpus`).
+IO_TASK_CPUS = 0.25
+# Ray Data's Parquet listing reads footers in batches of RAY_DATA_PARQUET_FOOTER_BATCH_SIZE files (10) on a
+# pool of footer-reader actors: 32 of them by default, whatever the number of files.
+MAX_FOOTER_READERS = 32
 
 
 @dataclass
@@ -51,150 +62,45 @@ class ScoreSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class BatchScorer:
-    """Decode → preprocess → backbone once → T head samples → acquisition scores, one Arrow batch at a time.
+@dataclass
+class ScoringPlan:
+    """Everything a run needs, checked: the pool's files, the ids to score, what to compute and where."""
 
-    Built once per actor: the checkpoint bytes arrive once (object store), not with every batch.
-    """
+    pool: str | os.PathLike
+    checkpoint: Path
+    out: Path | str
+    acquisitions: list[str]
+    mc_samples: int
+    files: list[str]
+    pool_rows: int
+    pool_bytes: int
+    labeled_ids: np.ndarray | None
+    labeled_in_pool: int
+    embed_labeled: bool
+    embedding_source: str
+    embedding_dtype: str
+    batch_size: int
+    seed: int
+    overwrite: bool
 
-    def __init__(self, checkpoint: bytes | Any, acquisitions: list[str], mc_samples: int = 20,
-                 labeled_ids: np.ndarray | Any | None = None, embed_labeled: bool = False,
-                 embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
-                 threads: int | None = None, rejects_dir: fsx.Location | None = None,
-                 progress: Any | None = None, device: str | None = None):
-        from dal_dist.models import load_checkpoint
+    @property
+    def expected(self) -> int:
+        """Rows (scores + rejects) the output must hold: every pool row, less the labeled ones unless embedded."""
+        return self.pool_rows - (0 if self.embed_labeled else self.labeled_in_pool)
 
-        if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
-            import ray
+    def marker(self) -> dict[str, Any]:
+        """What `_dal_scores.json` records about how the output was made."""
+        return {"acquisitions": self.acquisitions, "mc_samples": self.mc_samples, "seed": self.seed,
+                "embedding": self.embedding_source, "embedding_dtype": self.embedding_dtype,
+                "labeled_rows": self.labeled_in_pool if self.embed_labeled else 0}
 
-            checkpoint = ray.get(checkpoint[0])
-        if isinstance(labeled_ids, list):
-            import ray
-
-            labeled_ids = ray.get(labeled_ids[0])
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = _load_checkpoint_bytes(checkpoint, load_checkpoint).to(self.device).eval()
-        self.config = self.model.config
-        self.acquisitions = list(acquisitions)
-        if "sraal" in self.acquisitions and not hasattr(self.model, "state_score"):
-            raise DalDistError(f"`sraal` needs an SRAAL checkpoint (model 'sraal' with a state discriminator); "
-                               f"this one holds model {self.config.name!r}")
-        self.mc_samples = mc_samples
-        self.labeled_ids = np.sort(np.asarray(labeled_ids, dtype=np.int64)) if labeled_ids is not None else None
-        self.embed_labeled = embed_labeled
-        self.embedding_source = embedding_source
-        self.embedding_dtype = np.float16 if embedding_dtype == "float16" else np.float32
-        self.seed = seed
-        self.rejects_dir = rejects_dir
-        self.progress = progress
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from dal_dist.pool import decode_images
-
-        if isinstance(batch, dict):
-            batch = pa.table(batch)
-        ids = batch.column("id").to_numpy()
-        if self.labeled_ids is not None and len(self.labeled_ids):
-            is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)
-            if is_labeled.any() and not self.embed_labeled:
-                batch = batch.filter(pa.array(~is_labeled))
-                is_labeled = np.zeros(batch.num_rows, dtype=bool)
-        else:
-            is_labeled = np.zeros(batch.num_rows, dtype=bool)
-        decoded = decode_images(batch, size=None, channels=self.config.in_channels)
-        if len(decoded.reject_ids):
-            self._write_rejects(decoded.reject_ids, decoded.reject_reasons)
-            keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
-            is_labeled = is_labeled[keep]
-        out = self.score_images(decoded.ids, decoded.images, is_labeled)
-        if self.progress is not None and out.num_rows:
-            self.progress.report.remote(out.num_rows, time.time())
-        return out
-
-    @torch.inference_mode()
-    def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
-        """Score uint8 N×H×W×C images; rows flagged labeled get an embedding only (scores null)."""
-        from dal_dist.models import mc_head_probs, preprocess
-
-        n = len(ids)
-        if is_labeled is None:
-            is_labeled = np.zeros(n, dtype=bool)
-        if n == 0:
-            return self.empty_table()
-        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
-        f, levels = self.model.feature_levels(x)
-        emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
-        # Seed the dropout masks from (seed, batch content) so re-running a batch reproduces its scores.
-        torch.manual_seed(_batch_seed(self.seed, ids))
-        probs = mc_head_probs(self.model, f, self.mc_samples)
-        scores = score_all(probs, self.acquisitions)
-        if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
-            scores["pred_loss"] = self.model.loss_module(levels).float()
-        if "sraal" in self.acquisitions:  # SRAAL (Zhang et al. 2020): discriminator's P(unlabeled state)
-            scores["sraal"] = self.model.state_score(f).float()
-        mean = probs.mean(dim=0)
-        conf, pred = mean.max(dim=-1)
-        mask = pa.array(is_labeled) if is_labeled.any() else None
-        cols: dict[str, pa.Array] = {"id": pa.array(ids, type=pa.int64())}
-        for name in self.acquisitions:
-            cols[name] = _masked(scores[name].cpu().numpy().astype(np.float32), mask)
-        emb_np = emb.cpu().numpy().astype(self.embedding_dtype)
-        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1)), emb_np.shape[1])
-        cols["pred"] = _masked(pred.cpu().numpy().astype(np.int64), mask)
-        cols["confidence"] = _masked(conf.cpu().numpy().astype(np.float32), mask)
-        cols["labeled"] = pa.array(is_labeled)
-        return pa.table(cols)
-
-    def empty_table(self) -> pa.Table:
-        return output_schema(self.acquisitions, _embed_dim(self.model, self.embedding_source),
-                             self.embedding_dtype).empty_table()
-
-    def _write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
-        if not self.rejects_dir:
-            return
-        # Named by content so a retried batch overwrites its own file: rejects stay exactly-once.
-        ids = np.asarray(ids, dtype=np.int64)
-        name = f"part-{int(ids.min())}-{hashlib.sha1(ids.tobytes()).hexdigest()[:12]}.parquet"
-        fsx.write_table_atomic(fsx.join(self.rejects_dir, name),
-                               pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
-
-
-def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16) -> pa.Schema:
-    """Schema of the scores dataset (see docs/architecture.md)."""
-    etype = pa.float16() if np.dtype(embedding_dtype) == np.float16 else pa.float32()
-    fields = [pa.field("id", pa.int64(), nullable=False)]
-    fields += [pa.field(a, pa.float32()) for a in acquisitions]
-    fields += [pa.field("embedding", pa.list_(etype, embed_dim)), pa.field("pred", pa.int64()),
-               pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
-    return pa.schema(fields)
-
-
-def _masked(values: np.ndarray, mask: pa.Array | None) -> pa.Array:
-    return pa.array(values, mask=mask.to_numpy(zero_copy_only=False) if mask is not None else None)
-
-
-def _embed_dim(model: Any, source: str) -> int:
-    if source == "head":
-        return int(model.embed_dim)
-    with torch.no_grad():
-        c = model.config
-        return int(model.features(torch.zeros(1, c.in_channels, c.image_size, c.image_size)).shape[1])
-
-
-def _batch_seed(seed: int, ids: np.ndarray) -> int:
-    h = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=8, key=str(seed).encode())
-    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
-
-
-def _load_checkpoint_bytes(data: bytes, loader: Any) -> Any:
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return loader(tmp.name)
+    def summary(self, written: int, rejects: int, t_call: float, first: float | None, steady: float | None,
+                workers: int) -> ScoreSummary:
+        seconds = time.time() - t_call
+        return ScoreSummary(rows=written, labeled_rows=self.labeled_in_pool if self.embed_labeled else 0,
+                            rejects=rejects, seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
+                            startup_s=(first - t_call) if first else None, steady_images_per_s=steady,
+                            out=str(self.out), workers=workers)
 
 
 def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -204,146 +110,187 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True,
-               executor: str = "ray") -> ScoreSummary:
-    """Score every unlabeled image of a Parquet pool on the current Ray cluster; write one row per id.
+               executor: str = "ray", address: str | None = None) -> ScoreSummary:
+    """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
-    `executor="local"` streams the pool through the same `BatchScorer` in this process (no Ray): for
-    pools of a few ten thousand images, starting an actor pool costs more than the scoring itself.
+    Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
+    (`ray.init(address=address)`) only then, and only when not already running. `executor="local"`
+    streams the pool through the same `BatchScorer` in this process (no Ray): for pools of a few ten
+    thousand images, starting an actor pool costs more than the scoring itself. Ctrl-C or SIGTERM
+    (raised as `interrupts.Terminated`) leaves no staging directory and publishes nothing.
     """
-    from dal_dist.idfile import read_ids
-    from dal_dist.models import load_checkpoint
-    from dal_dist.pool import pool_files, pool_listing, validate_pool
-
     t_call = time.time()
-    names = parse_acquisitions(acquisitions, extra=("pred_loss", "sraal"))
-    if mc_samples < 2:
-        raise DalDistError(f"--mc-samples must be >= 2 (MC dropout needs several samples), got {mc_samples}")
-    if workers < 1:
-        raise DalDistError(f"--workers must be >= 1, got {workers}")
-    if embedding_source not in ("head", "backbone"):
+    names = check_arguments(acquisitions, mc_samples=mc_samples, workers=workers, batch_size=batch_size,
+                            threads_per_worker=threads_per_worker, cpus_per_worker=cpus_per_worker,
+                            gpus_per_worker=gpus_per_worker, embedding_source=embedding_source,
+                            embedding_dtype=embedding_dtype, executor=executor)
+    out = check_output(out, {"pool": pool, "checkpoint": checkpoint, "--labeled file": labeled}, overwrite)
+    plan = plan_scoring(pool, checkpoint, out, names, mc_samples=mc_samples, labeled=labeled,
+                        embed_labeled=embed_labeled, embedding_source=embedding_source,
+                        embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
+    if executor == "local":
+        with sigterm_raises():
+            return run_local(plan, threads_per_worker, t_call)
+    ray = start_ray(address)
+    with sigterm_raises():  # after ray.init, which installs its own SIGTERM handler (restored after)
+        return run_ray(ray, plan, workers=workers, gpus_per_worker=gpus_per_worker,
+                       cpus_per_worker=cpus_per_worker, threads_per_worker=threads_per_worker,
+                       progress=progress, t_call=t_call)
+
+
+# ------------------------------------------------------------------------------------------ validate
+def check_arguments(acquisitions: str | list[str], *, mc_samples: int, workers: int, batch_size: int,
+                    threads_per_worker: int | None, cpus_per_worker: float | None, gpus_per_worker: float | None,
+                    embedding_source: str, embedding_dtype: str, executor: str) -> list[str]:
+    """Every plain argument in range (one line naming the option), before any file is read; the acquisitions."""
+    names = parse_acquisitions(acquisitions, extra=EXTRA_SCORES)
+    if not _is_int(mc_samples) or not 2 <= mc_samples <= MAX_MC_SAMPLES:
+        raise DalDistError(f"--mc-samples must be >= 2 (MC dropout needs several samples) and <= {MAX_MC_SAMPLES}, "
+                           f"got {mc_samples}")
+    for option, value in (("--workers", workers), ("--batch-size", batch_size)):
+        if not _is_int(value) or value < 1:
+            raise DalDistError(f"{option} must be an integer >= 1, got {value}")
+    if threads_per_worker is not None and (not _is_int(threads_per_worker) or threads_per_worker < 1):
+        raise DalDistError(f"--threads-per-worker must be an integer >= 1, got {threads_per_worker}")
+    if cpus_per_worker is not None and not cpus_per_worker >= 0:
+        raise DalDistError(f"--cpus-per-worker must be >= 0, got {cpus_per_worker}")
+    if gpus_per_worker is not None:
+        check_gpus_per_worker(gpus_per_worker)
+    if embedding_source not in EMBEDDING_SOURCES:
         raise DalDistError(f"--embedding must be 'head' or 'backbone', got {embedding_source!r}")
-    if embedding_dtype not in ("float16", "float32"):
+    if embedding_dtype not in EMBEDDING_DTYPES:
         raise DalDistError(f"--embedding-dtype must be float16 or float32, got {embedding_dtype!r}")
-    out_local = fsx.is_local(out)  # a URI other than file:// is published by copy + marker (see _promote)
+    if executor not in EXECUTORS:
+        raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
+    return names
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_output(out: str | os.PathLike, inputs: dict[str, Any], overwrite: bool) -> Path | str:
+    """The output location, refused when it is, holds or sits inside an input, is a file, or is not replaceable.
+
+    `inputs` maps what an input is ("pool", "checkpoint") to its location (arrays and None are skipped).
+    `--overwrite` replaces only a dal-dist scores output (`publish.check_replaceable`).
+    """
+    out_local = fsx.is_local(out)  # a URI other than file:// is published by copy + marker (see publish.promote)
     out = out_local if out_local is not None else str(out)
-    if fsx.list_dir(out) and not overwrite:
-        raise DalDistError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
-    # Structural checks before any work: schema, duplicate ids, checkpoint architecture.
+    key = _location_key(out)
+    for what, where in inputs.items():
+        if where is None or not isinstance(where, (str, os.PathLike)):
+            continue
+        other = _location_key(where)
+        if other[0] != key[0]:
+            continue
+        relation = ("is" if other[1] == key[1] else "holds" if _is_under(other[1], key[1])
+                    else "is inside" if _is_under(key[1], other[1]) else None)
+        if relation:
+            raise DalDistError(f"--out {fsx.describe(out)}: {relation} the {what} {fsx.describe(where)}; scores need "
+                               "a directory of their own, apart from every input")
+    if fsx.is_file(out):
+        raise DalDistError(f"--out {fsx.describe(out)}: is a file; scores are written as a directory")
+    if fsx.list_dir(out):
+        check_replaceable(out, overwrite)
+    return out
+
+
+def _location_key(where: Any) -> tuple[str, str]:
+    """(filesystem kind, absolute path with symlinks resolved) for comparing locations."""
+    local = fsx.is_local(where)
+    if local is not None:
+        return "local", os.path.realpath(local)
+    fs, path = fsx.resolve(where)
+    return fs.type_name, "/" + path.strip("/")
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip("/") + "/")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def plan_scoring(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: Path | str, names: list[str], *,
+                 mc_samples: int, labeled: str | os.PathLike | np.ndarray | None, embed_labeled: bool,
+                 embedding_source: str, embedding_dtype: str, batch_size: int, seed: int,
+                 overwrite: bool) -> ScoringPlan:
+    """Structural checks before any work (schema, duplicate ids, checkpoint fit, batch memory) and the plan."""
+    from dal_dist.models import load_checkpoint
+    from dal_dist.pool import pool_files, read_ids, validate_pool
+
     info = validate_pool(pool)
     files = pool_files(pool)
     model = load_checkpoint(checkpoint)
+    check_model_fits(model, names, checkpoint, pool, info.num_classes, info.image_shape)
+    check_batch_memory(model, mc_samples, batch_size, info.image_shape)
+    labeled_ids = None
+    if labeled is not None:
+        labeled_ids = np.unique(read_ids(labeled) if not isinstance(labeled, np.ndarray) else labeled)
+    labeled_in_pool = count_in_pool(files, labeled_ids)
+    if labeled_ids is not None and labeled_in_pool < len(labeled_ids):
+        log.warning("%d labeled ids are not in the pool %s (ignored)", len(labeled_ids) - labeled_in_pool, pool)
+    return ScoringPlan(pool=pool, checkpoint=Path(checkpoint), out=out, acquisitions=names, mc_samples=mc_samples,
+                       files=files, pool_rows=info.rows, pool_bytes=info.bytes, labeled_ids=labeled_ids,
+                       labeled_in_pool=labeled_in_pool, embed_labeled=embed_labeled,
+                       embedding_source=embedding_source, embedding_dtype=embedding_dtype, batch_size=batch_size,
+                       seed=seed, overwrite=overwrite)
+
+
+def check_model_fits(model: Any, names: list[str], checkpoint: str | os.PathLike, pool: str | os.PathLike,
+                     num_classes: int | None, image_shape: tuple[int, int, int] | None) -> None:
+    """The checkpoint can emit the requested scores for this pool's labels and images, or a one-line error."""
     if "sraal" in names and not hasattr(model, "state_score"):
         raise DalDistError(f"checkpoint {checkpoint}: `sraal` needs an SRAAL model (name 'sraal', with a state "
                            f"discriminator); this one holds model {model.config.name!r}")
     if "pred_loss" in names and not model.has_loss_module:
         raise DalDistError(f"checkpoint {checkpoint}: `pred_loss` needs a model trained with Learning Loss "
                            f"(config extra.learning_loss); this one has no loss-prediction module")
-    if info.num_classes and info.num_classes > model.config.num_classes:
+    if num_classes and num_classes > model.config.num_classes:
         raise DalDistError(f"checkpoint {checkpoint}: model has {model.config.num_classes} classes but pool "
-                           f"{pool} has labels up to {info.num_classes - 1}")
-    labeled_ids = None
-    if labeled is not None:
-        labeled_ids = np.unique(read_ids(labeled) if not isinstance(labeled, np.ndarray) else labeled)
-    labeled_in_pool = _count_in_pool(files, labeled_ids)
-    if labeled_ids is not None and labeled_in_pool < len(labeled_ids):
-        log.warning("%d labeled ids are not in the pool %s (ignored)", len(labeled_ids) - labeled_in_pool, pool)
-    expected = info.rows - (0 if embed_labeled else labeled_in_pool)
-    if executor == "local":
-        return _score_local(files, checkpoint, out, names, mc_samples, labeled_ids, embed_labeled,
-                            embedding_source, embedding_dtype, batch_size, seed, overwrite, expected,
-                            labeled_in_pool, threads_per_worker, t_call)
-    if executor != "ray":
-        raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
-    import ray  # the local executor needs no Ray at all
-
-    if not ray.is_initialized():
-        ray.init()
-    ckpt_ref = ray.put(Path(checkpoint).read_bytes())
-    labeled_ref = ray.put(labeled_ids) if labeled_ids is not None else None
-    staging = _make_staging(out)
-    from dal_dist.progress import ProgressCounter
-
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    # On the driver's node: losing another node must not lose the counter (soft: any node if need be).
-    tracker = ray.remote(num_cpus=0)(ProgressCounter).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=True)).remote()
-    from dal_dist.placement import node_cpus, plan_actor_resources, plan_cpus
-
-    cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
-    res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
-    io_args = {"num_cpus": IO_TASK_CPUS}
-    try:
-        ctx = ray.data.DataContext.get_current()
-        saved = ctx.target_min_block_size, ctx.target_max_block_size
-        # Blocks are the unit an actor takes: size them so every actor gets several (the dataset keeps a
-        # copy of the context, so the global one is restored right away).
-        ctx.target_max_block_size = _block_bytes(info.bytes, info.rows, workers, batch_size)
-        ctx.target_min_block_size = min(saved[0] or 1 << 20, ctx.target_max_block_size // 2)
-        try:
-            # One read task per actor keeps up with scoring (decode is vectorised) and, on a small
-            # machine, avoids booting a crowd of reader processes that compete with the actors' start.
-            pool_fs, pool_infos = pool_listing(pool)
-            local_pool = isinstance(pool_fs, pafs.LocalFileSystem)
-            with _footer_readers(len(files)):
-                ds = ray.data.read_parquet([str(f) for f in files] if local_pool else [i.path for i in pool_infos],
-                                           filesystem=None if local_pool else pool_fs, concurrency=workers,
-                                           **io_args).select_columns(_read_columns(files))
-        finally:
-            ctx.target_min_block_size, ctx.target_max_block_size = saved
-        ds = ds.map_batches(
-            BatchScorer,
-            fn_constructor_kwargs=dict(
-                checkpoint=[ckpt_ref], acquisitions=names, mc_samples=mc_samples,
-                labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=embed_labeled,
-                embedding_source=embedding_source, embedding_dtype=embedding_dtype, seed=seed,
-                threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
-                device=res.device),
-            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            **res.map_batches_kwargs(),
-        )
-        data_fs, data_path = fsx.resolve(fsx.join(staging, "data"))
-        data_fs = None if isinstance(data_fs, pafs.LocalFileSystem) else data_fs
-        _run_with_progress(lambda: ds.write_parquet(data_path, filesystem=data_fs, min_rows_per_file=batch_size * 64,
-                                                    ray_remote_args=io_args, concurrency=workers),
-                           tracker, info.rows - labeled_in_pool if not embed_labeled else info.rows, progress)
-        try:
-            rows, first, first_rows, last = ray.get(tracker.get.remote())
-        except ray.exceptions.RayActorError:  # progress is informational: the row count comes from the files
-            rows, first, first_rows, last = 0, None, 0, None
-        written, rejects = _publish(staging, out, expected, overwrite)
-    except BaseException as e:
-        _abandon(staging, out, e)
-    finally:
-        ray.kill(tracker)
-    seconds = time.time() - t_call
-    steady = (rows - first_rows) / (last - first) if first and last and last > first else None
-    return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
-                        seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
-                        startup_s=(first - t_call) if first else None, steady_images_per_s=steady,
-                        out=str(out), workers=workers)
+                           f"{pool} has labels up to {num_classes - 1}")
+    check_channels(model, image_shape, str(pool))
 
 
-def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | str, names: list[str], mc_samples: int,
-                 labeled_ids: np.ndarray | None, embed_labeled: bool, embedding_source: str, embedding_dtype: str,
-                 batch_size: int, seed: int, overwrite: bool, expected: int, labeled_in_pool: int,
-                 threads: int | None, t_call: float) -> ScoreSummary:
+def count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
+    """How many of `labeled_ids` the pool holds (reads only the `id` column)."""
+    if labeled_ids is None or not len(labeled_ids):
+        return 0
+    return int(sum(np.isin(read_id_column(f), labeled_ids).sum() for f in files))
+
+
+def read_id_column(location: str) -> np.ndarray:
+    with fsx.open_input(location) as f:
+        return pq.read_table(f, columns=["id"]).column("id").to_numpy()
+
+
+def read_columns(files: list[str]) -> list[str]:
+    """The decode columns the pool has (raw-pixel shape columns are optional)."""
+    from dal_dist.pool import DECODE_COLUMNS
+
+    with fsx.open_input(files[0]) as f:
+        names = pq.read_schema(f).names
+    return [c for c in DECODE_COLUMNS if c in names]
+
+
+# -------------------------------------------------------------------------------------- run: local
+def run_local(plan: ScoringPlan, threads: int | None, t_call: float) -> ScoreSummary:
     """In-process scoring: same scorer, same staging → verify → promote; one Parquet file per pool file."""
-    scorer = BatchScorer(Path(checkpoint).read_bytes(), names, mc_samples, labeled_ids=labeled_ids,
-                         embed_labeled=embed_labeled, embedding_source=embedding_source,
-                         embedding_dtype=embedding_dtype, seed=seed, threads=threads,
-                         rejects_dir=None, device=None)
-    staging = _make_staging(out)
-    fsx.make_dirs(fsx.join(staging, "data"))
-    rows, first = 0, None
+    scorer = BatchScorer(plan.checkpoint.read_bytes(), plan.acquisitions, plan.mc_samples,
+                         labeled_ids=plan.labeled_ids, embed_labeled=plan.embed_labeled,
+                         embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
+                         seed=plan.seed, threads=threads, rejects_dir=None, device=None)
+    staging = None
+    first = None
     try:
-        cols = _read_columns(files)
-        for i, f in enumerate(files):
-            pf = pq.ParquetFile(fsx.open_input(f))
+        staging = make_staging(plan.out)
+        fsx.make_dirs(fsx.join(staging, "data"))
+        scorer.rejects_dir = fsx.join(staging, REJECTS_DIR)
+        cols = read_columns(plan.files)
+        for i, f in enumerate(plan.files):
             parts: list[pa.Table] = []
             try:
-                for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
-                    scorer.rejects_dir = fsx.join(staging, REJECTS_DIR)
+                pf = pq.ParquetFile(fsx.open_input(f))
+                for batch in pf.iter_batches(batch_size=plan.batch_size, columns=cols):
                     out_part = scorer(pa.Table.from_batches([batch]))
                     if out_part.num_rows:  # a batch of labeled rows only comes back empty (other schema)
                         parts.append(out_part)
@@ -351,24 +298,148 @@ def _score_local(files: list[str], checkpoint: str | os.PathLike, out: Path | st
             except (pa.ArrowException, OSError) as e:
                 raise DalDistError(f"{f}: cannot read (truncated or corrupt?): {e}") from e
             table = pa.concat_tables(parts) if parts else scorer.empty_table()
-            rows += table.num_rows
             fsx.write_table_atomic(fsx.join(staging, "data", f"part-{i:05d}.parquet"), table)
-        written, rejects = _publish(staging, out, expected, overwrite)
+        written, rejects = publish(staging, plan.out, plan.expected, plan.overwrite, plan.marker())
     except BaseException as e:
-        _abandon(staging, out, e)
-    seconds = time.time() - t_call
-    return ScoreSummary(rows=written, labeled_rows=labeled_in_pool if embed_labeled else 0, rejects=rejects,
-                        seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
-                        startup_s=(first - t_call) if first else None, steady_images_per_s=None,
-                        out=str(out), workers=1)
+        abandon(staging, plan.out, e)
+    return plan.summary(written, rejects, t_call, first, None, workers=1)
 
 
-# Read/write tasks are light; they must still fit beside the scoring actors. Actors never reserve every
-# CPU of a node: Ray Data's file-listing task asks for a whole one (see `placement.plan_cpus`).
-IO_TASK_CPUS = 0.25
-# Ray Data's Parquet listing reads footers in batches of RAY_DATA_PARQUET_FOOTER_BATCH_SIZE files (10) on a
-# pool of footer-reader actors: 32 of them by default, whatever the number of files.
-MAX_FOOTER_READERS = 32
+# ---------------------------------------------------------------------------------------- run: Ray
+def start_ray(address: str | None) -> Any:
+    """The `ray` module, connected: `ray.init(address=address)` unless Ray is already initialized."""
+    import ray  # the local executor needs no Ray at all
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    return ray
+
+
+def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float | None,
+            cpus_per_worker: float | None, threads_per_worker: int | None, progress: bool,
+            t_call: float) -> ScoreSummary:
+    """Ray Data: read the pool → `BatchScorer` actors → write Parquet into staging, then publish."""
+    from dal_dist.scoring.placement import node_cpus, plan_actor_resources, plan_cpus
+
+    cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
+    res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
+    ckpt_ref = ray.put(plan.checkpoint.read_bytes())
+    labeled_ref = ray.put(plan.labeled_ids) if plan.labeled_ids is not None else None
+    staging, tracker = None, None
+    try:
+        tracker = start_tracker(ray)
+        staging = make_staging(plan.out)
+        ds = read_pool_dataset(ray, plan, workers)
+        ds = ds.map_batches(
+            BatchScorer,
+            fn_constructor_kwargs=dict(
+                checkpoint=[ckpt_ref], acquisitions=plan.acquisitions, mc_samples=plan.mc_samples,
+                labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=plan.embed_labeled,
+                embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype, seed=plan.seed,
+                threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
+                device=res.device),
+            batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+            **res.map_batches_kwargs(),
+        )
+        write_scores(ds, staging, plan, workers, tracker, progress)
+        rows, first, first_rows, last = tracker_times(ray, tracker)
+        written, rejects = publish(staging, plan.out, plan.expected, plan.overwrite, plan.marker())
+    except BaseException as e:
+        abandon(staging, plan.out, e)
+    finally:
+        if tracker is not None:
+            ray.kill(tracker)
+    steady = (rows - first_rows) / (last - first) if first and last and last > first else None
+    return plan.summary(written, rejects, t_call, first, steady, workers=workers)
+
+
+def start_tracker(ray: Any) -> Any:
+    """The progress actor, on the driver's node: losing another node must not lose the counter (soft).
+
+    Its class travels by value: imported by name, its worker would run the `dal_dist.scoring` face and
+    load torch (seconds of start-up that the scoring actors starting beside it would wait for).
+    """
+    from ray import cloudpickle
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import dal_dist.scoring.progress as progress_module
+    from dal_dist.scoring.progress import ProgressCounter
+
+    cloudpickle.register_pickle_by_value(progress_module)
+    return ray.remote(num_cpus=0)(ProgressCounter).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True)).remote()
+
+
+def tracker_times(ray: Any, tracker: Any) -> tuple[int, float | None, int, float | None]:
+    """(rows, first batch time, its rows, last batch time) from the progress actor; zeros if it is gone."""
+    try:
+        return ray.get(tracker.get.remote())
+    except ray.exceptions.RayActorError:  # progress is informational: the row count comes from the files
+        return 0, None, 0, None
+
+
+def read_pool_dataset(ray: Any, plan: ScoringPlan, workers: int) -> Any:
+    """`read_parquet` of the pool's decode columns, blocks sized so every actor gets several."""
+    from dal_dist.pool import pool_listing
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_min_block_size, ctx.target_max_block_size
+    # Blocks are the unit an actor takes: size them so every actor gets several (the dataset keeps a
+    # copy of the context, so the global one is restored right away).
+    ctx.target_max_block_size = block_bytes(plan.pool_bytes, plan.pool_rows, workers, plan.batch_size)
+    ctx.target_min_block_size = min(saved[0] or 1 << 20, ctx.target_max_block_size // 2)
+    try:
+        # One read task per actor keeps up with scoring (decode is vectorised) and, on a small
+        # machine, avoids booting a crowd of reader processes that compete with the actors' start.
+        pool_fs, pool_infos = pool_listing(plan.pool)
+        local_pool = isinstance(pool_fs, pafs.LocalFileSystem)
+        with footer_readers(len(plan.files)):
+            return ray.data.read_parquet(
+                [str(f) for f in plan.files] if local_pool else [i.path for i in pool_infos],
+                filesystem=None if local_pool else pool_fs, concurrency=workers, num_cpus=IO_TASK_CPUS,
+            ).select_columns(read_columns(plan.files))
+    finally:
+        ctx.target_min_block_size, ctx.target_max_block_size = saved
+
+
+def write_scores(ds: Any, staging: fsx.Location, plan: ScoringPlan, workers: int, tracker: Any,
+                 progress: bool) -> None:
+    """Run the pipeline into staging/data (in this thread, so an interrupt stops Ray Data here) with a bar."""
+    data = fsx.join(staging, "data")
+    fsx.make_dirs(data)  # made here, not by the write tasks: a task finishing after an abandon cannot re-create it
+    data_fs, data_path = fsx.resolve(data)
+    data_fs = None if isinstance(data_fs, pafs.LocalFileSystem) else data_fs
+    with progress_bar(tracker, plan.expected, progress):
+        ds.write_parquet(data_path, filesystem=data_fs, min_rows_per_file=plan.batch_size * 64,
+                         ray_remote_args={"num_cpus": IO_TASK_CPUS}, concurrency=workers, try_create_dir=False)
+
+
+@contextmanager
+def progress_bar(tracker: Any, total: int, show: bool) -> Iterator[None]:
+    """A tqdm bar that a daemon thread updates from the progress actor while the block runs."""
+    import ray
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", desc="scoring", disable=not show, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.5):
+            try:
+                rows = ray.get(tracker.get.remote(), timeout=5)[0]
+                bar.update(rows - bar.n)
+            except Exception:  # progress is best-effort
+                pass
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        done.set()
+        th.join(timeout=6)
+        bar.close()
 
 
 def footer_readers_for(n_files: int) -> int:
@@ -378,7 +449,7 @@ def footer_readers_for(n_files: int) -> int:
 
 
 @contextmanager
-def _footer_readers(n_files: int) -> Iterator[None]:
+def footer_readers(n_files: int) -> Iterator[None]:
     """Size Ray Data's footer-reader pool to the pool's files while the read is planned.
 
     The listing starts its actors all at once and only the first ceil(files / 10) ever get a footer batch;
@@ -396,167 +467,8 @@ def _footer_readers(n_files: int) -> Iterator[None]:
         os.environ.pop(key, None)
 
 
-def _block_bytes(pool_bytes: int, rows: int, workers: int, batch_size: int) -> int:
+def block_bytes(pool_bytes: int, rows: int, workers: int, batch_size: int) -> int:
     """Target block size: ≥ 4 blocks per actor, ≥ one scoring batch per block, ≤ 128 MiB."""
     per_row = max(1.0, pool_bytes / max(rows, 1))
     want = pool_bytes / (4 * workers)
     return int(min(128 << 20, max(want, per_row * batch_size)))
-
-
-def _make_staging(out: Path | str) -> fsx.Location:
-    """A fresh staging directory beside `out` on its filesystem (a `(filesystem, path)` pair off local disk)."""
-    staging = fsx.join(fsx.parent(out), f".{fsx.basename(out)}.staging-{uuid.uuid4().hex[:8]}")
-    if isinstance(staging, str) and fsx.is_local(staging) is not None:
-        staging = Path(staging)
-        staging.mkdir(parents=True)
-        return staging
-    staging = fsx.resolve(staging)
-    fsx.make_dirs(staging)
-    return staging
-
-
-def _num_rows(location: fsx.Location) -> int:
-    with fsx.open_input(location) as f:
-        return pq.ParquetFile(f).metadata.num_rows
-
-
-def _read_columns(files: list[str]) -> list[str]:
-    with fsx.open_input(files[0]) as f:
-        names = pq.read_schema(f).names
-    return [c for c in ("id", "image", "height", "width", "channels") if c in names]
-
-
-def _count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
-    if labeled_ids is None or not len(labeled_ids):
-        return 0
-    return int(sum(np.isin(_read_ids(f), labeled_ids).sum() for f in files))
-
-
-def _read_ids(location: str) -> np.ndarray:
-    with fsx.open_input(location) as f:
-        return pq.read_table(f, columns=["id"]).column("id").to_numpy()
-
-
-def _run_with_progress(fn: Any, tracker: Any, total: int, show: bool) -> None:
-    """Run the blocking Ray Data write while a tqdm bar polls the progress actor."""
-    import ray
-    from tqdm import tqdm
-
-    err: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as e:  # surfaced in the caller's thread
-            err.append(e)
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    import sys
-
-    bar = tqdm(total=total, unit="img", desc="scoring", disable=not show, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
-    while th.is_alive():
-        th.join(timeout=0.5)
-        try:
-            rows = ray.get(tracker.get.remote(), timeout=5)[0]
-            bar.update(rows - bar.n)
-        except Exception:  # progress is best-effort
-            pass
-    bar.close()
-    if err:
-        raise err[0]
-
-
-def _publish(staging: fsx.Location, out: Path | str, expected: int, overwrite: bool) -> tuple[int, int]:
-    """Verify the staged output (rows, ids once) and promote it to `out`; returns (rows, rejects)."""
-    written, rejects = _verify_staging(staging, expected)
-    _promote(staging, out, overwrite)
-    return written, rejects
-
-
-def _abandon(staging: fsx.Location, out: Path | str, e: BaseException) -> NoReturn:
-    """Remove the staging directory and re-raise `e`; a file error becomes one StorageError line."""
-    fsx.delete_dir(staging)
-    err = _storage_error(e, out)
-    if err is e:
-        raise e
-    raise err from e
-
-
-def _storage_error(e: BaseException, out: fsx.Location) -> BaseException:
-    """A file error here or in a Ray task (`RayTaskError(OSError)`, its `cause` the original) as one line."""
-    if isinstance(e, DalDistError) or not isinstance(e, OSError):
-        return e
-    cause = getattr(e, "cause", None)
-    cause = cause if isinstance(cause, OSError) else e
-    why = f"[Errno {cause.errno}] {cause.strerror}" if cause.strerror else str(cause)  # not Ray's retry note
-    err = StorageError(f"{fsx.describe(out)}: scoring failed on a file operation ({why}); nothing was published "
-                       "and the previous output, if any, is intact")
-    err.errno = cause.errno
-    return err
-
-
-def _verify_staging(staging: fsx.Location, expected: int) -> tuple[int, int]:
-    """Exactly `expected` rows (footer counts) and every id once, or refuse to publish.
-
-    The id check catches what a count cannot: a retried task whose first attempt left a file behind
-    (a duplicate) while another block went missing. It reads only the `id` column (8 bytes a row).
-    """
-    data = fsx.list_files(fsx.join(staging, "data"), ".parquet")
-    reject_files = fsx.list_files(fsx.join(staging, REJECTS_DIR), ".parquet")
-    written = sum(_num_rows(f) for f in data)
-    rejects = sum(_num_rows(f) for f in reject_files)
-    if written + rejects != expected:
-        raise DalDistError(f"scoring wrote {written} rows + {rejects} rejects, expected {expected}: "
-                           f"output not published (staging {fsx.describe(staging)} removed)")
-    ids = [np.zeros(0, np.int64)]
-    for f in data + reject_files:
-        with fsx.open_input(f) as fh:
-            ids.append(pq.read_table(fh, columns=["id"]).column("id").to_numpy().astype(np.int64, copy=False))
-    uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
-    if len(uniq) != written + rejects:
-        raise DalDistError(f"scoring wrote ids more than once, e.g. {uniq[counts > 1][:5].tolist()} (a retried task "
-                           f"left a second copy?): output not published (staging {fsx.describe(staging)} removed)")
-    return written, rejects
-
-
-def _promote(staging: fsx.Location, out: Path | str, overwrite: bool) -> None:
-    """Publish: staging/data → out (and rejects → out/rejects) with renames, never a half-written out.
-
-    Off local disk there is no rename: `out` is replaced by copying, `_COMPLETE` written last
-    (`fsx.move_dir`), and readers of scores require the marker there (`selection.io.score_files`).
-    """
-    if not isinstance(staging, Path):
-        if fsx.list_dir(out):
-            if not overwrite:
-                raise DalDistError(f"{out}: appeared while scoring; not overwritten")
-            fsx.delete_dir(out)
-        if fsx.is_dir(fsx.join(staging, REJECTS_DIR)):
-            fsx.copy_tree(fsx.join(staging, REJECTS_DIR), fsx.join(staging, "data", REJECTS_DIR))
-        fsx.make_dirs(fsx.join(staging, "data"))
-        fsx.move_dir(fsx.join(staging, "data"), fsx.resolve(out))
-        fsx.delete_dir(staging)
-        return
-    final = staging / "final"
-    (staging / "data").rename(final) if (staging / "data").exists() else final.mkdir()
-    if (staging / REJECTS_DIR).exists():
-        (staging / REJECTS_DIR).rename(final / REJECTS_DIR)
-    old = None
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise DalDistError(f"{out}: appeared while scoring; not overwritten")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-    final.rename(out)
-    shutil.rmtree(staging, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def read_scores_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    """Small-data helper (tests, reports): the whole scores dataset as one table, rejects excluded."""
-    files = fsx.list_files(path, ".parquet")
-    if not files:
-        raise DalDistError(f"{path}: no scores Parquet files")
-    return pa.concat_tables([pq.read_table(fsx.open_input(f), columns=columns) for f in files])

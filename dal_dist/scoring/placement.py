@@ -49,11 +49,7 @@ def gpus_per_actor(gpus_per_worker: float | None, workers: int, cluster_gpus: fl
         if cluster_gpus <= 0:
             return 0.0
         return min(1.0, _floor_fraction(cluster_gpus / workers))
-    g = float(gpus_per_worker)
-    if g < 0:
-        raise DalDistError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
-    if g > 1 and not g.is_integer():
-        raise DalDistError(f"--gpus-per-worker above 1 must be a whole number (Ray's rule), got {gpus_per_worker}")
+    g = check_gpus_per_worker(gpus_per_worker)
     if g > 0 and g * workers > cluster_gpus + 1e-9:
         log.warning("%d workers x %g GPUs need %g GPUs; the cluster has %g now: actors wait for an "
                     "autoscaler to add GPU nodes (or forever on a fixed cluster)",
@@ -61,9 +57,22 @@ def gpus_per_actor(gpus_per_worker: float | None, workers: int, cluster_gpus: fl
     return g
 
 
+def check_gpus_per_worker(gpus_per_worker: float) -> float:
+    """An explicit GPU share under Ray's rules (>= 0; above 1 a whole number), checked before Ray starts."""
+    try:
+        g = float(gpus_per_worker)
+    except (TypeError, ValueError):
+        raise DalDistError(f"--gpus-per-worker must be a number, got {gpus_per_worker!r}") from None
+    if not g >= 0:
+        raise DalDistError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    if g > 1 and not g.is_integer():
+        raise DalDistError(f"--gpus-per-worker above 1 must be a whole number (Ray's rule), got {gpus_per_worker}")
+    return g
+
+
 def plan_actor_resources(cluster: dict[str, float], workers: int, gpus_per_worker: float | None,
                          cpus_per_worker: float) -> ActorResources:
-    """Combine the CPU reservation (`scoring.plan_resources`) with the GPU share for one actor.
+    """Combine the CPU reservation (`plan_cpus`) with the GPU share for one actor.
 
     `cluster` is `ray.cluster_resources()`. A GPU actor still decodes its batches on the host: it
     keeps the CPU reservation the planner gave it, so the card is not starved by its own input.
@@ -76,8 +85,7 @@ def plan_cpus(node_cpus: list[float], workers: int, cpus_per_worker: float | Non
               threads_per_worker: int | None) -> tuple[float, int]:
     """CPUs each actor reserves and torch threads it runs, on a cluster of nodes with these CPU counts.
 
-    The multi-node form of `scoring.plan_resources`: Ray Data's file-listing task needs one whole
-    CPU *on one node*. With actors spread over two 1-CPU nodes, 0.5 CPU each (what a cluster-wide
+    Ray Data's file-listing task needs one whole CPU *on one node*. With actors spread over two 1-CPU nodes, 0.5 CPU each (what a cluster-wide
     total of 2 suggests) leaves 0.5 free on each node and the listing task waits forever. Default
     reservation c = (smallest node - 1) / ceil(workers / nodes): some node holds at most
     ceil(workers / nodes) actors (pigeonhole), so it keeps >= 1 CPU free. Threads: the CPUs of a

@@ -19,13 +19,8 @@ import os
 import numpy as np
 
 from dal_dist.errors import DalDistError
-from dal_dist.pool import DECODE_COLUMNS, decode_images, iter_batches, validate_pool
+from dal_dist.pool import DECODE_COLUMNS, decode_to_shape, iter_batches, validate_pool
 from dal_dist.selection.kcenter import kcenter_greedy
-
-
-def _target(shape: tuple[int, int, int] | None) -> tuple[tuple[int, int] | None, int | None]:
-    """decode_images' (size, channels) for a known (H, W, C) image shape; (None, None) lets the first image decide."""
-    return (None, None) if shape is None else (shape[:2], shape[2])
 
 
 def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int = 5000, seed: int = 0,
@@ -43,7 +38,7 @@ def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int
         m = take[pos:pos + batch.num_rows]
         pos += batch.num_rows
         if m.any():
-            dec = decode_images(batch.filter(m), *_target(shape))
+            dec = decode_to_shape(batch.filter(m), shape)
             if not why and len(dec.reject_ids):
                 why = f"; e.g. id {int(dec.reject_ids[0])}: {dec.reject_reasons[0]}"
             if not len(dec.ids):
@@ -64,7 +59,7 @@ def pixel_pca_embeddings(pool: str | os.PathLike, *, dims: int = 10, sample: int
     del fit, rows, centred
     ids, emb = [], []
     for batch in iter_batches(pool, columns=DECODE_COLUMNS, batch_size=batch_size):
-        dec = decode_images(batch, *_target(shape))
+        dec = decode_to_shape(batch, shape)
         if len(dec.ids):
             ids.append(dec.ids)
             emb.append((dec.images.reshape(len(dec.ids), -1).astype(np.float32) / 255.0 - mean) @ axes)

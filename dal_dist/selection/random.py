@@ -12,7 +12,7 @@ from dal_dist.selection.topk import check_k
 
 
 def random_ids(candidate_ids: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """k distinct ids drawn uniformly: exactly `np.random.default_rng(seed).choice(candidate_ids, size=k, replace=False)`."""
+    """k distinct ids drawn uniformly: exactly `default_rng(seed).choice(candidate_ids, size=k, replace=False)`."""
     ids = np.asarray(candidate_ids)
     if ids.ndim != 1:
         raise DalDistError(f"candidate_ids: expected a 1-D array of ids, got shape {ids.shape}")

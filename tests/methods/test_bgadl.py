@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from dal_dist.bgadl import (
-    BGADLConfig, VAEACGAN, aux_accuracy, bgadl_generate_round, build_vae_acgan, discriminator_loss,
+from dal_dist.methods.bgadl import (
+    BGADLConfig, VAEACGAN, aux_accuracy, build_vae_acgan, discriminator_loss, generate_bgadl_round,
     fit_vae_acgan, generate_from, generator_loss, load_vae_acgan, read_generated, round_first_id,
     save_vae_acgan, to_unit, write_generated,
 )
@@ -198,13 +198,13 @@ def test_generate_round_writes_model_and_labeled_twins(mnist, tmp_path):
     x, y = mnist[0][:48], mnist[1][:48]
     cfg = BGADLConfig(steps=3, generated_per_acquired=2, **SMALL)
     new_ids = np.array([100, 7, 42])
-    r1 = bgadl_generate_round(x, y, x[:3], y[:3], new_ids, cfg, num_classes=10, round_index=1,
+    r1 = generate_bgadl_round(x, y, x[:3], y[:3], new_ids, cfg, num_classes=10, round_index=1,
                               model_out=tmp_path / "r1.pt", generated_out=tmp_path / "r1.parquet")
     t = pq.read_table(r1.generated_path).to_pydict()
     assert t["source_id"] == [100, 100, 7, 7, 42, 42]
     assert t["label"] == np.repeat(y[:3], 2).tolist()
     assert list(r1.ids) == t["id"] and all(i < 0 for i in t["id"]) and len(set(t["id"])) == 6
-    r2 = bgadl_generate_round(x, y, x[3:5], y[3:5], np.array([5, 6]), cfg, num_classes=10, round_index=2,
+    r2 = generate_bgadl_round(x, y, x[3:5], y[3:5], np.array([5, 6]), cfg, num_classes=10, round_index=2,
                               model_out=tmp_path / "r2.pt", generated_out=tmp_path / "r2.parquet",
                               init_model=r1.model_path)
     gx, gy = read_generated([r1.generated_path, r2.generated_path], image_shape=(28, 28, 1))
@@ -212,13 +212,13 @@ def test_generate_round_writes_model_and_labeled_twins(mnist, tmp_path):
     assert np.array_equal(gy, np.concatenate([np.repeat(y[:3], 2), np.repeat(y[3:5], 2)]))
     assert load_vae_acgan(r2.model_path).arch == load_vae_acgan(r1.model_path).arch
     # Redoing a round (resume) rewrites the same samples.
-    again = bgadl_generate_round(x, y, x[:3], y[:3], new_ids, cfg, num_classes=10, round_index=1,
+    again = generate_bgadl_round(x, y, x[:3], y[:3], new_ids, cfg, num_classes=10, round_index=1,
                                  model_out=tmp_path / "r1b.pt", generated_out=tmp_path / "r1b.parquet")
     assert pq.read_table(again.generated_path).equals(pq.read_table(r1.generated_path))
     with pytest.raises(DalDistError, match="warm start needs the same architecture"):
-        bgadl_generate_round(x, y, x[:1], y[:1], [1], cfg.model_copy(update={"width": 8}), num_classes=10,
+        generate_bgadl_round(x, y, x[:1], y[:1], [1], cfg.model_copy(update={"width": 8}), num_classes=10,
                              round_index=3, model_out=tmp_path / "r3.pt", generated_out=tmp_path / "r3.parquet",
                              init_model=r2.model_path)
     with pytest.raises(DalDistError, match="label 10 outside"):
-        bgadl_generate_round(x, y, x[:1], np.array([10]), [1], cfg, num_classes=10, round_index=3,
+        generate_bgadl_round(x, y, x[:1], np.array([10]), [1], cfg, num_classes=10, round_index=3,
                              model_out=tmp_path / "r3.pt", generated_out=tmp_path / "r3.parquet")

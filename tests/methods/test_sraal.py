@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from dal_dist.errors import DalDistError
+from dal_dist.methods.sraal import (SRAALConfig, adversarial_loss, discriminator_auc, discriminator_loss, fit_sraal,
+                                    online_uncertainty_indicator, state_scores, target_loss, train_sraal_round,
+                                    vae_loss)
 from dal_dist.models import build_model, default_config, load_checkpoint, preprocess, save_checkpoint
-from dal_dist.sraal import (SRAALConfig, adversarial_loss, discriminator_auc, discriminator_loss, fit_sraal,
-                            online_uncertainty_indicator, sraal_train_round, state_scores, target_loss, vae_loss)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
@@ -210,7 +211,7 @@ def test_round_trains_through_ray_and_scores_one_row_per_unlabeled_id(ray_local,
     labeled, unlabeled = ids[:N_LABELED], ids[N_LABELED:]
     cfg = SRAALConfig(steps=4, batch_size=16, seed=0, unlabeled_sample=100)
     # Training in process (the Ray Train path is the slow test below); scoring through Ray Data.
-    result = sraal_train_round(pool, labeled, ys[:N_LABELED], unlabeled, default_config("sraal", 10, seed=1),
+    result = train_sraal_round(pool, labeled, ys[:N_LABELED], unlabeled, default_config("sraal", 10, seed=1),
                                cfg, tmp_path / "model.pt", executor="local")
     assert result.metrics["unlabeled_sampled"] == 100 and result.metrics["steps"] == 4
     assert 0 <= result.metrics["disc_auc"] <= 1 and len(result.history) == 4
@@ -234,14 +235,14 @@ def test_round_trains_through_ray_and_scores_one_row_per_unlabeled_id(ray_local,
 
 @pytest.mark.slow
 def test_ray_train_gives_the_same_weights_as_the_local_executor(ray_local, mnist, tmp_path):
-    """`train_sraal` through a Ray Train worker: bit-identical to the in-process fit (CPU, same seed)."""
-    from dal_dist.sraal import train_sraal
+    """`train_sraal_selector` through a Ray Train worker: bit-identical to the in-process fit (CPU, same seed)."""
+    from dal_dist.methods.sraal import train_sraal_selector
 
     xs, ys = mnist
     mc, cfg = default_config("sraal", 10, seed=1), SRAALConfig(steps=4, batch_size=16, seed=3)
     args = (mc, xs[:N_LABELED], ys[:N_LABELED], xs[N_LABELED:], cfg)
-    ray_run = train_sraal(*args, tmp_path / "ray.pt")
-    local = train_sraal(*args, tmp_path / "local.pt", executor="local")
+    ray_run = train_sraal_selector(*args, tmp_path / "ray.pt")
+    local = train_sraal_selector(*args, tmp_path / "local.pt", executor="local")
     a, b = load_checkpoint(ray_run.checkpoint).state_dict(), load_checkpoint(local.checkpoint).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ray_run.metrics["disc_auc"] == local.metrics["disc_auc"] and len(ray_run.history) == 4

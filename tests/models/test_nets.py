@@ -1,14 +1,19 @@
-"""Models: the backbone/head split, MC-head equivalence, checkpoints (weights_only, architecture checks)."""
+"""Models: the backbone/head split, MC-head equivalence, preprocessing, the name registry."""
 
-import pickle
+import ast
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from dal_dist.errors import DalDistError
-from dal_dist.models import (build_model, default_config, load_checkpoint, mc_head_probs, preprocess,
+from dal_dist.models import (MODEL_FACTORIES, build_model, default_config, mc_head_probs, model_factory, preprocess,
                              save_checkpoint)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "dal_dist"
 
 
 @pytest.fixture(params=["mnist-cnn", "resnet18"])
@@ -92,46 +97,49 @@ def test_model_init_is_seeded():
     assert not torch.equal(a["fc1.weight"], c["fc1.weight"])
 
 
-def test_checkpoint_round_trip(tmp_path, model):
-    path = tmp_path / "m.pt"
-    save_checkpoint(model, path, extra={"round": 2})
-    loaded = load_checkpoint(path)
-    assert loaded.config == model.config
-    x = _input(model)
-    assert torch.equal(loaded.eval()(x), model.eval()(x))
-
-
-def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
-    path = tmp_path / "m.pt"
-    save_checkpoint(build_model(default_config("mnist-cnn", 10)), path)
-    payload = torch.load(path, weights_only=True)
-    payload["config"] = payload["config"].replace('"num_classes": 10', '"num_classes": 7')
-    torch.save(payload, path)
-    with pytest.raises(DalDistError, match="does not fit architecture 'mnist-cnn'.*fc2.weight"):
-        load_checkpoint(path)
-    with pytest.raises(DalDistError, match="holds model 'mnist-cnn', expected 'resnet18'"):
-        save_checkpoint(build_model(default_config("mnist-cnn", 10)), path)
-        load_checkpoint(path, expect_name="resnet18")
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
-
-
-def test_checkpoint_with_pickled_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"format": "dal-dist-checkpoint/1", "config": "{}", "state_dict": {}, "x": _Evil()}, path)
-    with pytest.raises(DalDistError, match="refused or unreadable with weights_only=True"):
-        load_checkpoint(path)
-    path.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(DalDistError, match="weights_only"):
-        load_checkpoint(path)
-
-
 def test_preprocess_converts_channels_and_size():
     cfg = default_config("resnet18", 10, image_size=32)
     imgs = torch.randint(0, 256, (2, 28, 28, 1), dtype=torch.uint8)
     x = preprocess(imgs, cfg)
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert torch.equal(x[:, 0], x[:, 1])
+
+
+# --- registry --------------------------------------------------------------------------------------
+
+def test_registry_resolves_module_factory_paths_when_built():
+    from dal_dist.methods.sraal import SRAALModel
+
+    assert MODEL_FACTORIES["sraal"] == "dal_dist.methods.sraal:SRAALModel"
+    assert model_factory("sraal") is SRAALModel
+    assert isinstance(build_model(default_config("sraal", 10)), SRAALModel)
+    with pytest.raises(DalDistError, match="unknown name 'vgg'"):
+        build_model(default_config("vgg", 10))
+    with pytest.raises(DalDistError, match="image_size must be >= 10"):
+        build_model(default_config("mnist-cnn", 10, image_size=8))
+
+
+def test_models_and_training_never_import_methods():
+    """The registry names methods' models by path: no import statement (top-level or lazy) may reach them."""
+    offenders = []
+    for pkg in ("models", "training"):
+        for path in sorted((PACKAGE / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith("dal_dist.methods")]
+    assert offenders == []
+
+
+def test_a_fresh_process_loads_checkpoints_of_every_registered_name(tmp_path):
+    """Checkpoints name their model; a process that imported nothing but `dal_dist.models` rebuilds each."""
+    for name in MODEL_FACTORIES:
+        size = 16 if name == "resnet18" else 28
+        save_checkpoint(build_model(default_config(name, 10, image_size=size, seed=2)), tmp_path / f"{name}.pt")
+    code = ("import sys; from dal_dist.models import load_checkpoint\n"
+            "for p in sys.argv[1:]: print(type(load_checkpoint(p)).__name__, 'dal_dist.methods' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *(str(tmp_path / f"{n}.pt") for n in MODEL_FACTORIES)],
+                         capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # A method's module is imported only when a checkpoint of its model is loaded.
+    assert out.stdout.split() == ["MnistCNN", "False", "ResNet18", "False", "SRAALModel", "True"]

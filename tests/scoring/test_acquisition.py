@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dal_dist import acquisition as acq
+from dal_dist.scoring import acquisition as acq
 from dal_dist.errors import DalDistError
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -40,3 +41,17 @@ def test_kcenter_init_bad_k(mnist_pool):
         select("kcenter-init", len(labels) + 1, pool=pool)
     with pytest.raises(DalDistError, match="positive"):
         select("kcenter-init", 0, pool=pool)
+
+
+def test_kcenter_init_all_null_image_column_is_one_line_error(tmp_path):
+    from dal_dist.pool import write_pool
+
+    pool = tmp_path / "pool"
+    write_pool(pool, np.zeros((20, 8, 8, 1), np.uint8), np.zeros(20, np.int64))
+    for f in pool.glob("part-*.parquet"):
+        t = pq.read_table(f)
+        i = t.schema.get_field_index("image")
+        pq.write_table(t.set_column(i, t.schema.field(i), pa.nulls(t.num_rows, t.schema.field(i).type)), f)
+    with pytest.raises(DalDistError, match=r"pool: fewer than 2 decodable images .* e\.g\. id \d+: image: null") as e:
+        select("kcenter-init", 3, pool=pool)
+    assert "\n" not in str(e.value)

@@ -83,3 +83,12 @@ def test_empty_pool(tmp_path):
     all_labeled = _ds(tmp_path / "lab", labeled=np.ones(50, bool))
     with pytest.raises(DalDistError, match="no unlabeled candidates"):
         select("kcenter", 3, scores=all_labeled)
+
+
+@pytest.mark.parametrize("strategy", ["topk", "hybrid"])
+@pytest.mark.parametrize("by", ["embedding", "labeled", "id"])
+def test_by_a_non_score_column_names_the_score_columns(scores_dir, strategy, by):
+    path = scores_dir[0]
+    with pytest.raises(DalDistError, match=rf"`{by}` is not a score column \(by / --by takes one of: bald\)") as e:
+        select(strategy, 3, scores=path, by=by, candidates=10)
+    assert "\n" not in str(e.value)

@@ -2,67 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from PIL import Image
 
 from dal_dist.errors import DalDistError
 from dal_dist.models import build_model, default_config, save_checkpoint
-from dal_dist.placement import plan_cpus
-from dal_dist.scoring import BatchScorer, _footer_readers, footer_readers_for, read_scores_table, score_pool
-
-ACQ = ["bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std"]
-
-
-def _mnist(mnist_test_dir, n):
-    with gzip.open(mnist_test_dir / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)[:n]
-    with gzip.open(mnist_test_dir / "t10k-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n].astype(np.int64)
-    return x, y
-
-
-def _png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img[..., 0]).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _write_mixed_pool(path, x, y, files=3):
-    """Raw-pixel rows, PNG rows, and three bad rows: corrupt PNG, short raw buffer, null image."""
-    n = len(x)
-    images, h, w, c = [], [], [], []
-    for i in range(n):
-        if i % 5 == 0:  # encoded PNG rows
-            images.append(_png(x[i])); h.append(None); w.append(None); c.append(None)
-        else:
-            images.append(x[i].tobytes()); h.append(28); w.append(28); c.append(1)
-    images[7] = b"\x89PNG\r\n\x1a\nthis is not a png"; h[7] = w[7] = c[7] = None
-    images[11] = x[11].tobytes()[:780]
-    images[13] = None
-    table = pa.table({"id": pa.array(np.arange(1000, 1000 + n), pa.int64()),
-                      "image": pa.array(images, pa.binary()),
-                      "height": pa.array(h, pa.int32()), "width": pa.array(w, pa.int32()),
-                      "channels": pa.array(c, pa.int32()), "label": pa.array(y, pa.int64())})
-    path.mkdir(parents=True)
-    step = -(-n // files)
-    for k in range(files):
-        pq.write_table(table.slice(k * step, step), path / f"part-{k}.parquet", row_group_size=64)
-    return table
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mnist-cnn.pt"
-    save_checkpoint(build_model(default_config("mnist-cnn", 10, seed=0)), path)
-    return path
+from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
+from dal_dist.scoring.pipeline import footer_readers, footer_readers_for
+from dal_dist.scoring.placement import plan_cpus
+from scoring_helpers import ACQ, mnist as _mnist, write_mixed_pool as _write_mixed_pool
 
 
 def _footer_reader_actors() -> set[str]:
@@ -75,11 +27,11 @@ def _footer_reader_actors() -> set[str]:
 def test_footer_readers_follow_the_pool_files(monkeypatch):
     assert [footer_readers_for(n) for n in (0, 1, 10, 11, 95, 320, 5000)] == [1, 1, 1, 2, 10, 32, 32]
     monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
-    with _footer_readers(25):
+    with footer_readers(25):
         assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "3"
     assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
     monkeypatch.setenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "7")  # the user's setting wins
-    with _footer_readers(25):
+    with footer_readers(25):
         assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "7"
     assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "7"
 
@@ -132,29 +84,6 @@ def test_embed_labeled_keeps_labeled_rows_once_embedding_only(tmp_path, ray_loca
     assert bald.null_count == 20 and all(bald[int(i)].as_py() is None for i in labeled)
     emb = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
     assert emb.shape == (200, 128) and np.isfinite(emb).all()
-
-
-def test_batch_scorer_matches_direct_computation_and_is_seeded(ckpt):
-    from dal_dist import acquisition
-    from dal_dist.models import load_checkpoint, mc_head_probs, preprocess
-
-    scorer = BatchScorer(ckpt.read_bytes(), ["bald", "entropy"], mc_samples=16, device="cpu")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
-    ids = np.arange(32)
-    a = scorer.score_images(ids, images)
-    b = scorer.score_images(ids, images)
-    assert a.equals(b)  # same batch, same seed → same dropout masks
-    model = load_checkpoint(ckpt)
-    from dal_dist.scoring import _batch_seed
-
-    with torch.no_grad():
-        f = model.features(preprocess(torch.from_numpy(images), model.config))
-        torch.manual_seed(_batch_seed(0, ids))
-        probs = mc_head_probs(model, f, 16)
-    np.testing.assert_allclose(a.column("bald").to_numpy(), acquisition.bald(probs).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(a.column("entropy").to_numpy(), acquisition.entropy(probs).numpy(), rtol=1e-5)
-    np.testing.assert_array_equal(a.column("pred").to_numpy(), probs.mean(0).argmax(-1).numpy())
 
 
 def test_pred_loss_needs_a_learning_loss_model(tmp_path, ckpt, mnist_test_dir):
@@ -211,3 +140,101 @@ def test_resource_plan_never_reserves_every_cpu():
     assert cpus == 0.0
     with pytest.raises(DalDistError, match="leaves no node a free CPU"):
         plan_cpus([2.0], 2, 1.0, None)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test if scoring gets as far as starting Ray."""
+    def refuse(address):
+        raise AssertionError("Ray started before the arguments were checked")
+
+    monkeypatch.setattr("dal_dist.scoring.pipeline.start_ray", refuse)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"acquisitions": "bald,nope"}, r"unknown \['nope'\]"),
+    ({"mc_samples": 1}, "--mc-samples must be >= 2"),
+    ({"mc_samples": 100_000}, r"--mc-samples .* <= 10000, got 100000"),
+    ({"batch_size": 0}, "--batch-size must be an integer >= 1, got 0"),
+    ({"workers": 0}, "--workers must be an integer >= 1, got 0"),
+    ({"threads_per_worker": -1}, "--threads-per-worker must be an integer >= 1, got -1"),
+    ({"threads_per_worker": 0}, "--threads-per-worker must be an integer >= 1, got 0"),
+    ({"cpus_per_worker": -0.5}, "--cpus-per-worker must be >= 0"),
+    ({"gpus_per_worker": -1}, "--gpus-per-worker must be >= 0"),
+    ({"gpus_per_worker": 1.5}, "whole number"),
+    ({"embedding_source": "pixels"}, "--embedding must be 'head' or 'backbone'"),
+    ({"embedding_dtype": "int8"}, "--embedding-dtype must be float16 or float32"),
+    ({"executor": "dask"}, "executor must be 'ray' or 'local'"),
+    ({"labeled": "missing-labels.csv"}, "missing-labels.csv"),
+])
+def test_every_argument_is_checked_before_ray_starts(tmp_path, small_pool, ckpt, no_ray, kwargs, message):
+    with pytest.raises(DalDistError, match=message):
+        score_pool(small_pool, ckpt, tmp_path / "scores", progress=False, **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]  # nothing created
+
+
+def test_checkpoint_and_pool_problems_are_found_before_ray_starts(tmp_path, small_pool, ckpt, no_ray):
+    with pytest.raises(DalDistError, match="checkpoint .*nope.pt: file not found"):
+        score_pool(small_pool, tmp_path / "nope.pt", tmp_path / "scores")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DalDistError, match="junk.pt: refused or unreadable"):
+        score_pool(small_pool, tmp_path / "junk.pt", tmp_path / "scores")
+    with pytest.raises(DalDistError, match="nowhere"):
+        score_pool(tmp_path / "nowhere", ckpt, tmp_path / "scores")
+    # A model whose input channels the pool's grey images cannot be converted to: a configuration error,
+    # not 120 rejects and exit 0.
+    two = tmp_path / "two.pt"
+    save_checkpoint(build_model(default_config("mnist-cnn", 10, in_channels=2)), two)
+    with pytest.raises(DalDistError, match=r"holds 1-channel images; .* expects in_channels=2"):
+        score_pool(small_pool, two, tmp_path / "scores")
+    assert not (tmp_path / "scores").exists()
+    with pytest.raises(AssertionError, match="Ray started"):  # all good: the next step is starting Ray
+        score_pool(small_pool, ckpt, tmp_path / "scores")
+    assert not (tmp_path / "scores").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_output_equal_to_inside_or_holding_an_input_is_refused(tmp_path, small_pool, ckpt, no_ray):
+    from scoring_helpers import tree
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id\n1\n2\n")
+    before = tree(tmp_path)
+    cases = [(small_pool, "is the pool"), (small_pool.as_uri(), "is the pool"), (small_pool / "scores", "is inside the pool"),
+             (tmp_path, "holds the pool"), (ckpt, "is the checkpoint"), (ckpt.parent, "holds the checkpoint"),
+             (labels, r"is the --labeled file")]
+    for out, message in cases:
+        for overwrite in (False, True):
+            with pytest.raises(DalDistError, match=f"--out .*: {message} "):
+                score_pool(small_pool, ckpt, out, labeled=labels, overwrite=overwrite, executor="local")
+    assert tree(tmp_path) == before
+
+
+def test_overwrite_replaces_only_a_scores_output(tmp_path, small_pool, ckpt):
+    from scoring_helpers import tree
+
+    # The issue's case: --out is a folder holding notes, a model and a pool (not the inputs of this job).
+    other = tmp_path / "work"
+    other.mkdir()
+    (other / "NOTES.txt").write_text("precious")
+    (other / "model.pt").write_bytes(ckpt.read_bytes())
+    x = pq.read_table(sorted(small_pool.glob("*.parquet"))[0])
+    (other / "pool").mkdir()
+    pq.write_table(x, other / "pool" / "part-00000.parquet")
+    before = tree(other)
+    with pytest.raises(DalDistError, match=r"work: holds 3 entries that are not a dal-dist scores output: "
+                                           r"NOTES.txt, model.pt, pool/"):
+        score_pool(small_pool, ckpt, other, overwrite=True, executor="local", progress=False)
+    assert tree(other) == before
+    # A scores output is replaced; one that later got a stray file is not.
+    out = tmp_path / "scores"
+    first = score_pool(small_pool, ckpt, out, mc_samples=2, executor="local", progress=False)
+    again = score_pool(small_pool, ckpt, out, mc_samples=3, overwrite=True, executor="local", progress=False)
+    assert first.rows == again.rows == 120
+    (out / "NOTES.txt").write_text("mine")
+    with pytest.raises(DalDistError, match=r"holds 1 entry that is not a dal-dist scores output: NOTES.txt"):
+        score_pool(small_pool, ckpt, out, overwrite=True, executor="local", progress=False)
+    assert (out / "NOTES.txt").read_text() == "mine" and read_scores_table(out).num_rows == 120
+    # An existing file is not an output directory.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DalDistError, match="file: is a file"):
+        score_pool(small_pool, ckpt, tmp_path / "file", overwrite=True, executor="local", progress=False)

@@ -1,0 +1,16 @@
+"""Scoring: MC-dropout acquisition scores and embeddings for every unlabeled image of a pool.
+
+`acquisition` is the pure math (T×B×C probabilities → one score per image), `scorer.BatchScorer` the
+per-batch work without Ray, `pipeline.score_pool` the job (checks → plan → Ray Data or in-process run),
+`publish` the staging → verify → promote of its output, `placement` where actors run, `progress` the
+progress actor, `interrupts` SIGTERM as an exception while a job runs.
+"""
+
+from dal_dist.scoring.acquisition import ACQUISITIONS, parse_acquisitions, score_all
+from dal_dist.scoring.interrupts import Terminated
+from dal_dist.scoring.pipeline import ScoreSummary, score_pool
+from dal_dist.scoring.publish import REJECTS_DIR, SCORES_MARKER, read_scores_table
+from dal_dist.scoring.scorer import BatchScorer, output_schema
+
+__all__ = ["ACQUISITIONS", "REJECTS_DIR", "SCORES_MARKER", "BatchScorer", "ScoreSummary", "Terminated",
+           "output_schema", "parse_acquisitions", "read_scores_table", "score_all", "score_pool"]
