@@ -157,7 +157,7 @@ def _score_on(nodes: int, pool: Path, ckpt: Path, out: Path, mc_samples: int, ba
     """Start a cluster of `nodes` 1-CPU nodes, score the pool from a driver attached to it, tear down."""
     import ray
 
-    from dal_dist.placement import node_cpus, plan_cpus
+    from dal_dist.scoring.placement import node_cpus, plan_cpus
     from dal_dist.scoring import score_pool
 
     # The driver's token is read once per process, so both clusters share this process's token.

@@ -26,11 +26,14 @@ def select(
     storage_dtype: str = typer.Option(None, "--storage-dtype",
                                       help="k-center storage: float32, float16, bfloat16 (default: as stored)."),
     address: str = typer.Option(None, "--address", help="Ray address with --distributed (default: local)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (never an input)."),
 ) -> None:
     """Write the selection Parquet atomically; print a one-line JSON summary."""
+    from dal_dist.selection import check_selection_out, write_selection
     from dal_dist.selection import select as run_select
-    from dal_dist.selection import write_selection
 
+    inputs = (scores, pool, labeled)
+    check_selection_out(out, inputs, overwrite)  # before any (possibly long) selection work
     if distributed:
         import ray
 
@@ -39,5 +42,5 @@ def select(
     table = run_select(strategy, k, scores=scores, pool=pool, labeled=labeled, by=by, candidates=candidates,
                        seed=seed, distributed=distributed, workers=workers, device=device,
                        storage_dtype=storage_dtype)
-    write_selection(table, out)
+    write_selection(table, out, overwrite=overwrite, inputs=inputs)
     typer.echo(json.dumps({"strategy": strategy, "k": table.num_rows, "out": str(out)}))

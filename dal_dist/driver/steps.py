@@ -267,15 +267,15 @@ def _initial_selection(ctx: RoundContext) -> pa.Table:
     pool_ids = ctx.s.pool_ids()
     if init.size > len(pool_ids):
         raise DalDistError(f"initial.size = {init.size} exceeds the pool's {len(pool_ids)} images")
-    if init.kind == "kcenter":
-        from dal_dist.selection import select
+    from dal_dist.selection import random_ids, select
 
+    if init.kind == "kcenter":
         return select("kcenter-init", init.size, pool=ctx.s.pool, seed=seed).select(["id"])
-    rng = np.random.default_rng(seed)
     if init.kind == "random":
-        return pa.table({"id": pa.array(rng.choice(pool_ids, size=init.size, replace=False), pa.int64())})
+        return pa.table({"id": pa.array(random_ids(pool_ids, init.size, seed), pa.int64())})
     ids, labels = ctx.oracle().all_labels()  # balanced: peeks at every label (Gal et al. 2017's protocol)
-    return pa.table({"id": pa.array(balanced_sample(ids, labels, init.size, rng), pa.int64())})
+    return pa.table({"id": pa.array(balanced_sample(ids, labels, init.size, np.random.default_rng(seed)),
+                                    pa.int64())})
 
 
 def balanced_sample(ids: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

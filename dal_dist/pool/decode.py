@@ -1,8 +1,9 @@
 """Decoding pool rows to dense uint8 N×H×W×C pixels; rows that cannot be decoded become rejects with a reason.
 
 Raw rows (`height`/`width`/`channels` set) are sliced out of the Arrow buffer, vectorised when they already
-have the target shape; encoded rows (PNG/JPEG) go through PIL. Every row is brought to one target shape
-(PIL mode conversion, bilinear resize), so a batch is one array.
+have the target shape; encoded rows (PNG/JPEG) go through PIL and are read at 8 bits per channel (`as_8bit`:
+16-bit grey scaled by x >> 8, never clipped). Every row is brought to one target shape (PIL mode conversion,
+bilinear resize), so a batch is one array.
 """
 
 from __future__ import annotations
@@ -121,20 +122,87 @@ def _triage(rb: pa.RecordBatch) -> _Rows:
 
 
 # --------------------------------------------------------------------------------------- pixels
-def _open_encoded(blob: bytes) -> Any:
-    """A decoded PIL image in L, RGB or RGBA (palette, 16-bit grey, CMYK, ... converted)."""
+class PixelValueError(ValueError):
+    """Pixels that decode but have no 8-bit reading (NaN/inf floats, values outside the accepted range)."""
+
+
+def _grey_16bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit grey values (0..65535) as 8 bits, proportionally (x >> 8): 16-bit full scale maps to 8-bit full scale."""
+    return (arr.astype(np.uint32) >> 8).astype(np.uint8)
+
+
+def _int32_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """32-bit integer grey (Pillow mode I) read as 16-bit: values must lie in [0, 65535]."""
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
+        raise PixelValueError(f"32-bit integer pixels {int(arr.min())}..{int(arr.max())} outside [0, 65535] "
+                              "(integer grey images are read as 16-bit)")
+    return _grey_16bit(arr)
+
+
+def _float_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """32-bit float grey (Pillow mode F): [0, 1] scaled by 255, else [0, 255] taken as is, then rounded."""
+    if not arr.size:
+        return arr.astype(np.uint8)
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise PixelValueError("32-bit float pixels with NaN/inf values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0 and hi <= 1:
+        arr = arr * 255.0
+    elif not (lo >= 0 and hi <= 255):
+        raise PixelValueError(f"32-bit float pixels {lo:g}..{hi:g} outside [0, 1] and [0, 255]")
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def as_8bit(pil: Any) -> Any:
+    """The image in L, RGB or RGBA, so every pixel reads as 0..255 whatever the file's depth or mode.
+
+    16-bit grey (PNG/TIFF `I;16*`) is scaled proportionally (x >> 8), 32-bit integer grey is read as 16-bit,
+    32-bit float grey as [0, 1] (times 255) or [0, 255]; palette, CMYK, LAB, ... are converted by PIL.
+    Raises PixelValueError (with the reason) for pixels that have no 8-bit reading.
+    """
+    from PIL import Image
+
+    mode = pil.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return pil
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(pil)
+        grey = (_grey_16bit(arr) if mode.startswith("I;16") else
+                _int32_to_8bit(arr) if mode == "I" else _float_to_8bit(arr))
+        return Image.fromarray(grey, "L")
+    try:
+        if mode == "P":  # palette: colours (and maybe transparency) live in the palette
+            return pil.convert("RGBA" if "transparency" in pil.info else "RGB")
+        bands = pil.getbands()
+        if len(bands) <= 2 and bands[0] in ("L", "1"):  # grey, maybe with alpha (dropped)
+            return pil.convert("L")
+        return pil.convert("RGBA" if "A" in bands else "RGB")
+    except (ValueError, OSError) as e:
+        raise PixelValueError(f"cannot convert mode {mode} to 8-bit L/RGB/RGBA ({e})") from e
+
+
+def open_image(blob: bytes) -> Any:
+    """The decoded PIL image of encoded bytes, as they are (mode and depth of the file); raises when corrupt."""
     from PIL import Image
 
     pil = Image.open(io.BytesIO(blob))
     pil.load()
-    if pil.mode in ("L", "RGB", "RGBA"):
-        return pil
-    if pil.mode == "P":  # palette: colours (and maybe transparency) live in the palette
-        return pil.convert("RGBA" if "transparency" in pil.info else "RGB")
-    bands = pil.getbands()
-    if len(bands) <= 2 and bands[0] in ("L", "1", "I", "F"):  # grey, maybe with alpha (dropped)
-        return pil.convert("L")
-    return pil.convert("RGBA" if "A" in bands else "RGB")
+    return pil
+
+
+def _open_encoded(blob: bytes, i: int, reasons: dict[int, str]) -> Any | None:
+    """Row `i`'s encoded bytes as an 8-bit PIL image, or None with the reason recorded."""
+    try:
+        pil = open_image(blob)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad row
+        reasons[i] = f"image: corrupt PNG/JPEG bytes ({e})"
+        return None
+    try:
+        return as_8bit(pil)
+    except PixelValueError as e:
+        reasons[i] = f"image: {e}"
+        return None
 
 
 def _pil_of_pixels(img: np.ndarray) -> Any:
@@ -173,10 +241,8 @@ def _target_shape(rb: pa.RecordBatch, rows: _Rows, size: tuple[int, int] | None,
                 first = (int(rows.h[i]), int(rows.w[i]), int(rows.c[i]))
                 break
             if rows.encoded[i]:
-                try:
-                    pil = _open_encoded(rb.column("image")[i].as_py())
-                except Exception as e:  # noqa: BLE001 - any decoder failure is a bad row
-                    rows.reasons[i] = f"image: corrupt PNG/JPEG bytes ({e})"
+                pil = _open_encoded(rb.column("image")[i].as_py(), i, rows.reasons)
+                if pil is None:
                     rows.encoded[i] = False
                     continue
                 opened[i] = pil
@@ -219,10 +285,8 @@ def _decode_encoded(rb: pa.RecordBatch, rows: _Rows, target: tuple[int, int, int
     col = rb.column("image")
     for i in np.flatnonzero(rows.encoded):
         i = int(i)
-        try:
-            pil = opened.pop(i) if i in opened else _open_encoded(col[i].as_py())
-        except Exception as e:  # noqa: BLE001
-            rows.reasons[i] = f"image: corrupt PNG/JPEG bytes ({e})"
+        pil = opened.pop(i) if i in opened else _open_encoded(col[i].as_py(), i, rows.reasons)
+        if pil is None:
             continue
         try:
             images[i] = _fit(pil, (th, tw), tc)

@@ -40,7 +40,11 @@ def read_ids(path: str | os.PathLike, *, allow_duplicates: bool = False) -> np.n
         raise DalDistError(f"{p}: column `id` has type {col.type}, expected integers")
     if col.null_count:
         raise DalDistError(f"{p}: column `id` has {col.null_count} empty values")
-    ids = col.to_numpy().astype(np.int64, copy=False)
+    ids = col.to_numpy()
+    if ids.dtype == np.uint64 and len(ids) and ids.max() >= 2**63:
+        row = int(np.argmax(ids >= 2**63))
+        raise DalDistError(f"{p}: column `id` has value {ids[row]} at row {row}, expected int64 ids (below 2^63)")
+    ids = ids.astype(np.int64, copy=False)
     if not allow_duplicates:
         uniq, counts = np.unique(ids, return_counts=True)
         if len(uniq) != len(ids):

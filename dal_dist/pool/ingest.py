@@ -7,15 +7,20 @@ whole (`PoolWriter`): a failure leaves nothing at --out.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from dal_dist.errors import DalDistError
+from dal_dist.pool.decode import PixelValueError, as_8bit, open_image
 from dal_dist.pool.schema import FILE_ROWS, ROW_GROUP_ROWS, SHAPE_COLUMNS, pool_schema
 from dal_dist.pool.write import IngestResult, PoolWriter, num_classes_of, raw_image_batch
 
@@ -92,43 +97,149 @@ def ingest_mnist_idx(images: str | os.PathLike, labels: str | os.PathLike | None
 
 
 # --------------------------------------------------------------------------------- image folder
-def _folder_entries(root: Path) -> tuple[list[tuple[Path, int | None]], list[str]]:
-    """(file, label) in id order: unlabeled `root/<file>` first, then `root/<class>/**` by sorted class; classes."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    entries: list[tuple[Path, int | None]] = [
-        (p, None) for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith((".", "_"))]
-    for label, cls in enumerate(classes):
-        for p in sorted((root / cls).rglob("*")):
-            rel = p.relative_to(root / cls)
-            if p.is_file() and not any(part.startswith((".", "_")) for part in rel.parts):
-                entries.append((p, label))
-    return entries, classes
+@dataclass
+class _Entry:
+    """One file of an image folder, in id order: its label, and why it is rejected before being read (if so)."""
+
+    path: Path
+    label: int | None
+    reason: str | None = None
 
 
-def _folder_chunk(w: PoolWriter, root: Path, chunk: list[tuple[Path, int | None]], start: int,
-                  shapes: set[tuple[int, int, int]]) -> pa.RecordBatch:
-    """One row group of an image folder: encoded bytes kept (non PNG/JPEG re-encoded to PNG), bad files rejected."""
+def _shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (os.fsencode) shown as \\xNN escapes, never an encode error."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _visible(d: Path) -> list[str]:
+    """Names in `d` in sorted order, hidden (`.x`) and private (`_x`) ones left out."""
+    return sorted(n for n in os.listdir(d) if not n.startswith((".", "_")))
+
+
+def _kind(p: Path) -> tuple[str, str | None]:
+    """("file" | "dir" | "bad", reason) of a folder entry, symlinks followed; loops and broken links are "bad"."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        if p.is_symlink():
+            return "bad", ("symlink loop" if e.errno == errno.ELOOP else
+                           f"broken symlink to {_shown(os.readlink(p))}")
+        return "bad", f"cannot read ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return "dir", None
+    if stat.S_ISREG(mode):
+        return "file", None
+    return "bad", "not a regular file (FIFO, socket or device)"
+
+
+def _suffix_reason(p: Path) -> str | None:
+    """Why a file is not read as an image because of its suffix (None: an image suffix, or no suffix)."""
     from PIL import Image
 
-    ids, blobs, labels, paths = [], [], [], []
-    for j, (p, label) in enumerate(chunk):
-        rel = p.relative_to(root).as_posix()
+    suffix = p.suffix.lower()
+    if not suffix or suffix in Image.registered_extensions():
+        return None
+    return f"not an image file (suffix {_shown(suffix)})"
+
+
+def _files_under(d: Path, seen: frozenset[str]) -> Iterator[tuple[Path, str | None]]:
+    """(file, reason or None) under `d`, depth first in name order; symlinked folders followed unless they loop."""
+    try:
+        names = _visible(d)
+    except OSError as e:
+        yield d, f"cannot list folder ({e.strerror or e})"
+        return
+    for name in names:
+        p = d / name
+        kind, reason = _kind(p)
+        if kind == "dir":
+            real = os.path.realpath(p)
+            if real in seen:
+                yield p, "symlink loop (links back to an enclosing folder)"
+            else:
+                yield from _files_under(p, seen | {real})
+        else:
+            yield p, reason if reason is not None else _suffix_reason(p)
+
+
+def _folder_entries(root: Path) -> tuple[list[_Entry], list[str]]:
+    """Files in id order (sorted paths: unlabeled `root/<file>` and class folders `root/<class>/**`), and classes.
+
+    A sub-folder is a class when it holds at least one file with an image suffix (or none); files that are not
+    images (by suffix), broken links, symlink loops and unreadable entries come back with their reason.
+    """
+    try:
+        names = _visible(root)
+    except OSError as e:
+        raise DalDistError(f"{root}: cannot list the image folder: {e.strerror or e}") from e
+    top: list[tuple[Path, list[tuple[Path, str | None]] | str | None]] = []
+    for name in names:
+        p = root / name
+        kind, reason = _kind(p)
+        if kind == "dir":
+            top.append((p, list(_files_under(p, frozenset({os.path.realpath(root), os.path.realpath(p)})))))
+        else:
+            top.append((p, reason if reason is not None else _suffix_reason(p)))
+    classes = [p.name for p, files in top if isinstance(files, list) and any(r is None for _, r in files)]
+    label_of = {c: i for i, c in enumerate(classes)}
+    entries: list[_Entry] = [_Entry(p, None, r) for p, r in top if not isinstance(r, list)]
+    for p, files in top:
+        if isinstance(files, list):
+            entries.extend(_Entry(f, label_of.get(p.name), r) for f, r in files)
+    return entries, [_shown(c) for c in classes]
+
+
+def _read_image(entry: _Entry, rel: str) -> tuple[bytes, tuple[int, int, int]] | str:
+    """(bytes to store, (H, W, C) as decoded) of one file, or the reason it is rejected.
+
+    PNG and JPEG bytes are kept as they are (a 16-bit PNG too: decode scales it); other formats are
+    re-encoded to PNG, at 8 bits unless PNG holds their mode (16-bit grey).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if entry.reason is not None:
+        return f"{rel}: {entry.reason}"
+    try:
+        blob = entry.path.read_bytes()
+    except OSError as e:
+        return f"{rel}: cannot read file ({e.strerror or e})"
+    try:
+        pil = open_image(blob)
+    except Exception as e:  # noqa: BLE001 - anything a decoder raises makes this file a reject
+        if not entry.path.suffix and isinstance(e, UnidentifiedImageError):
+            return f"{rel}: not an image file (no suffix, and not a format PIL knows)"
+        what = Image.registered_extensions().get(entry.path.suffix.lower(), "image")
+        what = "PNG/JPEG" if what in ("PNG", "JPEG") else what
+        return f"{rel}: image: corrupt {what} bytes ({e})"
+    try:
+        pil8 = as_8bit(pil)
+    except PixelValueError as e:
+        return f"{rel}: image: {e}"
+    if pil.format not in ("PNG", "JPEG"):
+        buf = io.BytesIO()
         try:
-            blob = p.read_bytes()
-            pil = Image.open(io.BytesIO(blob))
-            fmt = pil.format
-            pil.load()
-        except Exception as e:  # noqa: BLE001 - anything a decoder raises makes this file a reject
-            w.reject([start + j], [f"{rel}: image: corrupt PNG/JPEG bytes ({e})"])
+            (pil if pil.mode == "I;16" else pil8).save(buf, format="PNG")
+        except (OSError, ValueError) as e:
+            return f"{rel}: image: cannot re-encode {pil.format} mode {pil.mode} as PNG ({e})"
+        blob = buf.getvalue()
+    return blob, (pil.height, pil.width, len(pil8.getbands()))
+
+
+def _folder_chunk(w: PoolWriter, root: Path, chunk: list[_Entry], start: int,
+                  shapes: set[tuple[int, int, int]]) -> pa.RecordBatch:
+    """One row group of an image folder: images kept as bytes, every other file a reject with its reason."""
+    ids, blobs, labels, paths = [], [], [], []
+    for j, entry in enumerate(chunk):
+        rel = _shown(entry.path.relative_to(root).as_posix())
+        got = _read_image(entry, rel)
+        if isinstance(got, str):
+            w.reject([start + j], [got])
             continue
-        if fmt not in ("PNG", "JPEG"):
-            buf = io.BytesIO()
-            pil.save(buf, format="PNG")
-            blob = buf.getvalue()
-        shapes.add((pil.height, pil.width, len(pil.getbands())))
+        blob, shape = got
+        shapes.add(shape)
         ids.append(start + j)
         blobs.append(blob)
-        labels.append(label)
+        labels.append(entry.label)
         paths.append(rel)
     n = len(ids)
     cols = {"id": pa.array(ids, pa.int64()), "image": pa.array(blobs, pa.binary()),
@@ -139,8 +250,11 @@ def _folder_chunk(w: PoolWriter, root: Path, chunk: list[tuple[Path, int | None]
 def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike) -> IngestResult:
     """Pool from `root/<class>/<file>` (sorted class names give labels 0..C-1) and unlabeled `root/<file>`.
 
-    Files keep their encoded bytes (PNG/JPEG as is; other formats re-encoded to PNG) and their
-    relative path in a `path` column; files that do not decode become rejects. Ids follow sorted paths.
+    Images directly under `root` with no class folders give an unlabeled pool (no `label` column); a
+    sub-folder without image files is no class. Files keep their encoded bytes (PNG/JPEG as is; other
+    formats re-encoded to PNG) and their relative path in a `path` column (bytes of non-UTF-8 names as
+    \\xNN escapes). Files that do not decode, are not images by suffix, broken links and symlink loops
+    become rejects with their reason. Ids follow sorted paths, rejects included.
     """
     root = Path(root)
     if not root.is_dir():
@@ -155,21 +269,23 @@ def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike) -> Inge
             w.write(_folder_chunk(w, root, entries[start:start + ROW_GROUP_ROWS], start, shapes))
         shape = dict(zip(SHAPE_COLUMNS, shapes.pop())) if len(shapes) == 1 else {}
         return w.close({"num_classes": len(classes) or None, "classes": classes, **shape,
-                        "source": f"image-folder:{root.name}"})
+                        "source": f"image-folder:{_shown(root.name)}"})
 
 
 # ------------------------------------------------------------------------------------------ npz
 def _npz_arrays(file: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(x as N×H×W×C, y as int64 or None) of an .npz, with its shapes, dtypes and labels checked."""
+    expected = "expected an .npz archive with array `x` (and optional `y`), as np.savez(file, x=x, y=y) writes"
     if not file.is_file():
-        raise DalDistError(f"{file}: npz file not found")
+        raise DalDistError(f"{file}: npz file not found ({expected})" if not file.exists() else
+                           f"{file}: not a file; {expected}")
     try:
         npz = np.load(file, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise DalDistError(f"{file}: not a readable .npz file: {e}") from e
+    except Exception as e:  # noqa: BLE001 - np.load tries pickle on anything that is not npy/npz
+        raise DalDistError(f"{file}: not an .npz archive; {expected}") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DalDistError(f"{file}: a single .npy array of shape {getattr(npz, 'shape', '?')}; {expected}")
     with npz:
-        if not hasattr(npz, "files"):
-            raise DalDistError(f"{file}: expected an .npz archive with array `x`, got a single array")
         if "x" not in npz.files:
             raise DalDistError(f"{file}: missing array `x` (N×H×W or N×H×W×C images); arrays: {npz.files}")
         try:

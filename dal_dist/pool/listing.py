@@ -19,6 +19,9 @@ from dal_dist.pool.schema import INCOMPLETE_MARKER, META_FILE
 
 log = logging.getLogger(__name__)
 
+# integer fields of `_dal_pool.json` and their least value: readers size models and batches with them
+META_INT_FIELDS = {"rows": 0, "rejects": 0, "num_classes": 1, "height": 1, "width": 1, "channels": 1}
+
 
 def pool_listing(path: str | os.PathLike) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
     """The pool's filesystem and its Parquet files on it (paths + sizes) in name order, listed once.
@@ -32,6 +35,7 @@ def pool_listing(path: str | os.PathLike) -> tuple[pafs.FileSystem, list[pafs.Fi
     except (OSError, pa.ArrowException) as e:
         raise DalDistError(f"{path}: cannot read the pool location: {e}") from e
     if top.type == pafs.FileType.File:
+        _check_parquet_file(path, fs, top)
         return fs, [top]
     if top.type != pafs.FileType.Directory:
         raise DalDistError(f"{path}: pool not found (expected a directory of .parquet files)")
@@ -47,14 +51,29 @@ def pool_listing(path: str | os.PathLike) -> tuple[pafs.FileSystem, list[pafs.Fi
             files.append(child)
         else:
             stray.append(child.base_name)
+    if not files:
+        found = f"it holds {', '.join(stray[:10])}{', ...' if len(stray) > 10 else ''}" if stray else "it is empty"
+        raise DalDistError(f"{path}: not a pool: no .parquet files in the directory ({found})")
     if stray:
         msg = (f"{path}: skipping {len(stray)} non-Parquet entr{'y' if len(stray) == 1 else 'ies'}: "
                f"{', '.join(stray[:10])}")
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
-    if not files:
-        raise DalDistError(f"{path}: no .parquet files in the pool directory")
     return fs, files
+
+
+def _check_parquet_file(path: str | os.PathLike, fs: pafs.FileSystem, info: pafs.FileInfo) -> None:
+    """Refuse a single file given as a pool that is not Parquet (a file named *.parquet is read as one)."""
+    if info.base_name.endswith((".parquet", ".pq")):
+        return
+    try:
+        with fs.open_input_file(info.path) as f:
+            head = f.read(4)
+    except (OSError, pa.ArrowException) as e:
+        raise DalDistError(f"{path}: cannot read the pool file: {e}") from e
+    if head != b"PAR1":
+        raise DalDistError(f"{path}: not a pool: a file that is not Parquet "
+                           "(expected a pool directory of .parquet files, or one Parquet file)")
 
 
 def pool_locations(path: str | os.PathLike, infos: list[pafs.FileInfo]) -> list[str]:
@@ -85,7 +104,25 @@ def read_pool_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise DalDistError(f"{meta_path}: not valid JSON: {e}") from e
     if not isinstance(meta, dict):
         raise DalDistError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    check_meta(meta_path, meta)
     return meta
+
+
+def check_meta(meta_path: str, meta: dict[str, Any]) -> None:
+    """Refuse a `_dal_pool.json` whose known fields have the wrong type (readers use them as numbers)."""
+    for key, low in META_INT_FIELDS.items():
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise DalDistError(f"{meta_path}: field `{key}` is {_shown(value)}, expected an integer ≥ {low} (or null)")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise DalDistError(f"{meta_path}: field `classes` is {_shown(classes)}, expected a list of class names")
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as it is written in the file, cut to one short line."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def open_parquet(path: str, fs: pafs.FileSystem | None = None) -> pq.ParquetFile:

@@ -35,12 +35,16 @@ def pool_schema(*, has_label: bool, extra: Sequence[pa.Field] = ()) -> pa.Schema
 
 
 def check_schema(path: str, schema: pa.Schema) -> None:
-    """Refuse a pool file whose columns cannot be read as images (`id`, `image`, integer shape/label)."""
+    """Refuse a pool file whose columns cannot be read as images (`id` int64 or narrower, `image`, integer shape/label)."""
     names = schema.names
     if "id" not in names:
         raise DalDistError(f"{path}: missing column `id` (expected int64 image ids); columns: {names}")
-    if not pa.types.is_integer(schema.field("id").type):
-        raise DalDistError(f"{path}: column `id` has type {schema.field('id').type}, expected int64")
+    id_type = schema.field("id").type
+    if not pa.types.is_integer(id_type):
+        raise DalDistError(f"{path}: column `id` has type {id_type}, expected int64")
+    if pa.types.is_uint64(id_type):
+        raise DalDistError(f"{path}: column `id` has type uint64, expected int64 (signed: uint64 is refused, ids "
+                           "≥ 2^63 would come back negative); cast the column to int64")
     if "image" not in names:
         raise DalDistError(f"{path}: missing column `image` (expected binary PNG/JPEG or raw pixels); columns: {names}")
     t = schema.field("image").type

@@ -7,18 +7,20 @@ Structural problems raise `DalDistError` naming the file and column; `pool_info`
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 from dal_dist.pool.listing import open_parquet, pool_listing, pool_locations, read_pool_meta
 from dal_dist.pool.schema import REJECTS_FILE, SHAPE_COLUMNS, check_schema
+
+MAX_LABEL = 2**31  # labels are class indices 0..C-1; larger values are refused before any histogram is built
 
 
 @dataclass
@@ -44,7 +46,7 @@ class _Columns:
 
     ids: np.ndarray  # int64, in file order
     file_of: np.ndarray  # int32 index into the file list, one per id
-    label_counts: np.ndarray  # int64 histogram of non-null labels
+    label_counts: dict[int, int]  # label -> rows, non-null labels only, in label order
     unlabeled: int
 
 
@@ -66,10 +68,28 @@ def _check_same_schema(files: list[str], pfs: Sequence[pq.ParquetFile]) -> pa.Sc
     return schema
 
 
+def _label_counts(f: str, ids: pa.ChunkedArray, lab: pa.ChunkedArray) -> dict[int, int]:
+    """Histogram of one file's non-null labels (a dict: memory follows the distinct labels, not the largest);
+    a label outside [0, MAX_LABEL) is refused naming the file, row and id."""
+    values = lab.fill_null(0).to_numpy()
+    valid = np.ones(len(values), bool) if lab.null_count == 0 else ~np.asarray(lab.is_null(), dtype=bool)
+    if values.dtype.kind == "u":
+        bad = valid & (values >= MAX_LABEL)
+    else:
+        values = values.astype(np.int64, copy=False)
+        bad = valid & ((values < 0) | (values >= MAX_LABEL))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DalDistError(f"{f}: column `label` has value {values[row]} at row {row} (id {ids[row].as_py()}); "
+                           "expected class indices 0..C-1 below 2^31, null for unknown")
+    uniq, counts = np.unique(values[valid].astype(np.int64), return_counts=True)
+    return dict(zip(uniq.tolist(), counts.tolist()))
+
+
 def _read_columns(files: list[str], pfs: Sequence[pq.ParquetFile], has_label: bool) -> _Columns:
     """Read ids (and labels) file by file: O(N) int64 memory (8 MB per million rows) plus an int32 file index."""
     ids_parts, file_parts = [], []
-    label_counts = np.zeros(0, dtype=np.int64)
+    label_counts: Counter[int] = Counter()
     unlabeled = 0
     cols = ["id", "label"] if has_label else ["id"]
     for i, (f, pf) in enumerate(zip(files, pfs)):
@@ -85,18 +105,10 @@ def _read_columns(files: list[str], pfs: Sequence[pq.ParquetFile], has_label: bo
         if has_label:
             lab = table.column("label")
             unlabeled += lab.null_count
-            values = lab.drop_null().to_numpy().astype(np.int64, copy=False)
-            if len(values) and values.min() < 0:
-                bad = int(np.asarray(col.filter(pc.less(lab, 0)))[0])
-                raise DalDistError(f"{f}: column `label` has negative value {values.min()} (id {bad}); "
-                                   "expected class indices 0..C-1, null for unknown")
-            counts = np.bincount(values)
-            if len(counts) > len(label_counts):
-                label_counts = np.pad(label_counts, (0, len(counts) - len(label_counts)))
-            label_counts[: len(counts)] += counts
+            label_counts.update(_label_counts(f, col, lab))
     ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
     file_of = np.concatenate(file_parts) if file_parts else np.zeros(0, np.int32)
-    return _Columns(ids, file_of, label_counts, int(unlabeled))
+    return _Columns(ids, file_of, dict(sorted(label_counts.items())), int(unlabeled))
 
 
 def _check_unique_ids(ids: np.ndarray, file_of: np.ndarray, files: list[str]) -> None:
@@ -140,15 +152,15 @@ def validate_pool(path: str | os.PathLike) -> PoolInfo:
     cols = _read_columns(files, pfs, has_label)
     _check_unique_ids(cols.ids, cols.file_of, files)
     num_classes = meta.get("num_classes")
-    if num_classes is None and has_label and len(cols.label_counts):
-        num_classes = int(len(cols.label_counts))
+    if num_classes is None and has_label and cols.label_counts:
+        num_classes = max(cols.label_counts) + 1
     shape = _uniform_shape(pfs, schema)
     if shape is None and all(meta.get(k) for k in SHAPE_COLUMNS):
         shape = (int(meta["height"]), int(meta["width"]), int(meta["channels"]))
     return PoolInfo(
         path=str(path), files=files, rows=int(len(cols.ids)), bytes=sum(int(i.size or 0) for i in infos),
         schema=schema, has_label=has_label, num_classes=None if num_classes is None else int(num_classes),
-        image_shape=shape, label_counts={i: int(c) for i, c in enumerate(cols.label_counts) if c},
+        image_shape=shape, label_counts=cols.label_counts,
         unlabeled_rows=cols.unlabeled, meta=meta,
     )
 

@@ -29,7 +29,7 @@ from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 from dal_dist.scoring.acquisition import parse_acquisitions
 from dal_dist.scoring.interrupts import sigterm_raises
-from dal_dist.scoring.placement import check_gpus_per_worker
+from dal_dist.scoring.placement import check_fits_local_cluster, check_gpus_per_worker
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
 from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
                                      check_batch_memory, check_channels)
@@ -131,7 +131,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     if executor == "local":
         with sigterm_raises():
             return run_local(plan, threads_per_worker, t_call)
-    ray = start_ray(address)
+    ray, started_here = start_ray(address)
+    if started_here:
+        check_fits_local_cluster(ray.cluster_resources(), workers, gpus_per_worker)
     with sigterm_raises():  # after ray.init, which installs its own SIGTERM handler (restored after)
         return run_ray(ray, plan, workers=workers, gpus_per_worker=gpus_per_worker,
                        cpus_per_worker=cpus_per_worker, threads_per_worker=threads_per_worker,
@@ -306,13 +308,15 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float) -> ScoreSum
 
 
 # ---------------------------------------------------------------------------------------- run: Ray
-def start_ray(address: str | None) -> Any:
-    """The `ray` module, connected: `ray.init(address=address)` unless Ray is already initialized."""
+def start_ray(address: str | None) -> tuple[Any, bool]:
+    """The `ray` module, connected (`ray.init(address=address)` unless already initialized), and whether
+    this call started a local cluster (no address, no RAY_ADDRESS): one that no autoscaler will grow."""
     import ray  # the local executor needs no Ray at all
 
-    if not ray.is_initialized():
-        ray.init(address=address)
-    return ray
+    if ray.is_initialized():
+        return ray, False
+    ray.init(address=address)
+    return ray, address is None and not os.environ.get("RAY_ADDRESS")
 
 
 def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float | None,

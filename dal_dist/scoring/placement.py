@@ -81,6 +81,24 @@ def plan_actor_resources(cluster: dict[str, float], workers: int, gpus_per_worke
                           num_gpus=gpus_per_actor(gpus_per_worker, workers, float(cluster.get("GPU", 0.0))))
 
 
+def check_fits_local_cluster(cluster: dict[str, float], workers: int, gpus_per_worker: float | None) -> None:
+    """On a cluster dal-dist started itself (nothing will add nodes), refuse requests that could never run.
+
+    Elsewhere a request beyond today's resources may wait for an autoscaler (`gpus_per_actor` warns);
+    here it would wait forever (GPUs) or start more model-holding actor processes than there are CPUs.
+    """
+    cpus, gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
+    if gpus_per_worker and gpus_per_worker * workers > gpus + 1e-9:
+        raise DalDistError(f"--gpus-per-worker {gpus_per_worker} x --workers {workers} needs "
+                           f"{gpus_per_worker * workers:g} GPUs; the local Ray cluster dal-dist started has {gpus:g} "
+                           "and nothing will add any (use --gpus-per-worker 0, fewer workers, or --address of a "
+                           "cluster with GPUs)")
+    if workers > max(1.0, cpus):
+        raise DalDistError(f"--workers {workers}: the local Ray cluster dal-dist started has {cpus:g} CPUs; each "
+                           f"worker is a process holding the model, so use --workers <= {max(1, int(cpus))} "
+                           "(or --address of a bigger cluster)")
+
+
 def plan_cpus(node_cpus: list[float], workers: int, cpus_per_worker: float | None,
               threads_per_worker: int | None) -> tuple[float, int]:
     """CPUs each actor reserves and torch threads it runs, on a cluster of nodes with these CPU counts.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,103 @@ def test_ingest_npz_uint8_hwc_and_shape_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "nox.npz", images=x)
     with pytest.raises(DalDistError, match=r"nox.npz: missing array `x`"):
         ingest_npz(tmp_path / "nox.npz", tmp_path / "p3")
+
+
+def test_ingest_image_folder_16bit_and_float_tiffs_keep_their_grey_levels(tmp_path: Path) -> None:
+    root = tmp_path / "root" / "cls"
+    root.mkdir(parents=True)
+    grey16 = np.repeat(np.linspace(0, 65535, 103).astype(np.uint16)[:, None], 3, axis=1)  # 103 grey levels
+    unit = np.linspace(0, 1, 103 * 3, dtype=np.float32).reshape(103, 3)
+    Image.fromarray(grey16).save(root / "a16.png")
+    Image.fromarray(grey16).save(root / "b16.tif")
+    Image.fromarray(unit).save(root / "c_float.tif")
+    Image.fromarray(unit * 1000 - 1).save(root / "d_float_bad.tif")
+    result = ingest_image_folder(tmp_path / "root", tmp_path / "pool")  # a float TIFF no longer aborts the ingest
+    assert (result.rows, result.rejects) == (3, 1)
+    rejects = pq.read_table(tmp_path / "pool" / REJECTS_FILE).to_pylist()
+    assert rejects == [{"id": 3, "reason": "cls/d_float_bad.tif: image: 32-bit float pixels -1..999 "
+                                           "outside [0, 1] and [0, 255]"}]
+    ids, images = decode_all(tmp_path / "pool")
+    np.testing.assert_array_equal(ids, [0, 1, 2])
+    np.testing.assert_array_equal(images[0, ..., 0], grey16 >> 8)
+    np.testing.assert_array_equal(images[1, ..., 0], grey16 >> 8)
+    np.testing.assert_array_equal(images[2, ..., 0], np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
+    assert len(np.unique(images[0])) == 103
+    assert validate_pool(tmp_path / "pool").image_shape == (103, 3, 1)
+
+
+def test_ingest_image_folder_odd_entries_become_rejects_with_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "cat" / "sub").mkdir(parents=True)
+    img = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    Image.fromarray(img).save(root / "cat" / "a.png")
+    (root / "cat" / os.fsdecode(b"b\xff\xfe.png")).write_bytes(png_bytes(img))  # a non-UTF-8 file name
+    (root / "cat" / "README.md").write_text("# my cats\n")
+    (root / "cat" / "LICENSE").write_text("no image\n")
+    os.symlink("loop2", root / "cat" / "loop1")
+    os.symlink("loop1", root / "cat" / "loop2")
+    os.symlink("missing.png", root / "cat" / "dangling.png")
+    os.symlink("..", root / "cat" / "sub" / "up")  # a folder link back to an enclosing folder
+    os.mkfifo(root / "cat" / "pipe.png")  # reading it would block forever
+    result = ingest_image_folder(root, tmp_path / "pool")
+    assert (result.rows, result.rejects) == (2, 7)
+    table = pq.read_table(tmp_path / "pool")
+    assert table.column("path").to_pylist() == ["cat/a.png", "cat/b\\xff\\xfe.png"]
+    assert table.column("label").to_pylist() == [0, 0]
+    rejects = {r["reason"] for r in pq.read_table(tmp_path / "pool" / REJECTS_FILE).to_pylist()}
+    assert rejects == {
+        "cat/LICENSE: not an image file (no suffix, and not a format PIL knows)",
+        "cat/README.md: not an image file (suffix .md)",
+        "cat/dangling.png: broken symlink to missing.png",
+        "cat/loop1: symlink loop",
+        "cat/loop2: symlink loop",
+        "cat/pipe.png: not a regular file (FIFO, socket or device)",
+        "cat/sub/up: symlink loop (links back to an enclosing folder)",
+    }
+    assert json.loads((tmp_path / "pool" / META_FILE).read_text())["classes"] == ["cat"]
+
+
+def test_ingest_image_folder_follows_symlinked_folders(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(elsewhere / "x.png")
+    (tmp_path / "root" / "dog").mkdir(parents=True)
+    os.symlink(elsewhere, tmp_path / "root" / "dog" / "more")
+    assert ingest_image_folder(tmp_path / "root", tmp_path / "pool").rows == 1
+    assert pq.read_table(tmp_path / "pool").column("path").to_pylist() == ["dog/more/x.png"]
+
+
+def test_ingest_unlabeled_image_tree_makes_no_classes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "docs" / "notes.txt").write_text("not images")
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(np.full((5, 5, 3), 9, np.uint8)).save(root / name)
+    result = ingest_image_folder(root, tmp_path / "pool")
+    assert (result.rows, result.rejects) == (2, 1)
+    info = validate_pool(tmp_path / "pool")
+    assert not info.has_label and info.num_classes is None and info.label_counts == {}
+    meta = json.loads((tmp_path / "pool" / META_FILE).read_text())
+    assert meta["classes"] == [] and meta["num_classes"] is None
+    assert pq.read_table(tmp_path / "pool" / REJECTS_FILE).column("reason").to_pylist() == [
+        "docs/notes.txt: not an image file (suffix .txt)"]
+
+
+@pytest.mark.parametrize("kind", ["npy", "text", "zip", "dir"])
+def test_ingest_npz_refuses_other_files_in_one_line(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"x.{kind}"
+    if kind == "npy":
+        np.save(tmp_path / "x.npy", np.zeros((3, 4, 4), np.uint8))
+    elif kind == "text":
+        path.write_text("hello\n")
+    elif kind == "zip":
+        path.write_bytes(b"PK\x03\x04 truncated zip")
+    else:
+        path.mkdir()
+    with pytest.raises(DalDistError) as e:
+        ingest_npz(path, tmp_path / "pool")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ")
+    assert msg.endswith("expected an .npz archive with array `x` (and optional `y`), as np.savez(file, x=x, y=y) writes")
+    assert not (tmp_path / "pool").exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 from pool_helpers import png_bytes
 
 from dal_dist.pool import decode_images, decode_to_shape, raw_image_batch
@@ -87,3 +90,41 @@ def test_decode_to_shape_is_decode_images_with_a_pool_shape() -> None:
     d = decode_to_shape(batch, (3, 2, 3))
     assert d.images.shape == (4, 3, 2, 3)
     np.testing.assert_array_equal(d.images, decode_images(batch, size=(3, 2), channels=3).images)
+
+
+def _encoded(arr: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decode_scales_16bit_png_and_tiff_instead_of_clipping() -> None:
+    grey16 = np.repeat(np.linspace(0, 65535, 103).astype(np.uint16)[:, None], 4, axis=1)  # 103 grey levels
+    blobs = {"png": _encoded(grey16, "PNG"), "tiff": _encoded(grey16, "TIFF"),
+             "int32": _encoded(grey16.astype(np.int32), "TIFF")}
+    assert [Image.open(io.BytesIO(b)).mode for b in blobs.values()] == ["I;16", "I;16", "I"]
+    d = decode_images(_batch([{"id": i, "image": b} for i, b in enumerate(blobs.values())]))
+    assert len(d.reject_ids) == 0 and d.images.shape == (3, 103, 4, 1)
+    for img in d.images:
+        np.testing.assert_array_equal(img[..., 0], grey16 >> 8)
+        assert len(np.unique(img)) == 103  # clipped to 8 bits it was 2 levels (0 and 255)
+
+
+def test_decode_float_tiff_reads_unit_or_byte_range_and_rejects_others() -> None:
+    unit = np.linspace(0, 1, 24, dtype=np.float32).reshape(4, 6)
+    rows = [
+        {"id": 1, "image": _encoded(unit, "TIFF")},
+        {"id": 2, "image": _encoded(unit * 200, "TIFF")},
+        {"id": 3, "image": _encoded(unit * 900 - 5, "TIFF")},
+        {"id": 4, "image": _encoded(np.full((4, 6), np.nan, np.float32), "TIFF")},
+        {"id": 5, "image": _encoded(np.array([[0, 70000]], np.int32), "TIFF")},
+    ]
+    d = decode_images(_batch(rows))
+    np.testing.assert_array_equal(d.ids, [1, 2])
+    np.testing.assert_array_equal(d.images[0, ..., 0], np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(d.images[1, ..., 0], np.rint(unit.astype(np.float64) * 200).astype(np.uint8))
+    assert dict(zip(d.reject_ids.tolist(), d.reject_reasons)) == {
+        3: "image: 32-bit float pixels -5..895 outside [0, 1] and [0, 255]",
+        4: "image: 32-bit float pixels with NaN/inf values",
+        5: "image: 32-bit integer pixels 0..70000 outside [0, 65535] (integer grey images are read as 16-bit)",
+    }

@@ -102,31 +102,32 @@ def test_sigterm_during_ray_scoring_stops_the_job_and_removes_staging(tmp_path, 
 
     x, y = mnist(mnist_test_dir, 3000)
     write_pool(tmp_path / "pool", x, y, chunk_rows=500)
+    out = tmp_path / "scores"
+    score_pool(tmp_path / "pool", ckpt, out, mc_samples=2, executor="local", progress=False)
+    before = tree(out)
     running = threading.Event()
     running.set()
 
-    def terminate_when_staged():
-        deadline = time.time() + 120
+    def terminate_once_a_file_is_staged():
+        deadline = time.time() + 300
         while running.is_set() and time.time() < deadline:
-            if _hidden(tmp_path):
-                time.sleep(2.0)  # actors starting / first batches flowing
-                if running.is_set():
-                    os.kill(os.getpid(), signal.SIGTERM)
+            if any(tmp_path.glob(".scores.staging-*/data/*.parquet")):  # 2048 of 3000 rows written
+                os.kill(os.getpid(), signal.SIGTERM)
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
-    th = threading.Thread(target=terminate_when_staged, daemon=True)
+    th = threading.Thread(target=terminate_once_a_file_is_staged, daemon=True)
     th.start()
     try:
         with pytest.raises(Terminated):
-            score_pool(tmp_path / "pool", ckpt, tmp_path / "scores", mc_samples=20, workers=1, batch_size=32,
+            score_pool(tmp_path / "pool", ckpt, out, mc_samples=20, workers=1, batch_size=32, overwrite=True,
                        progress=False)
     finally:
         running.clear()
         th.join()
-    assert not (tmp_path / "scores").exists() and _hidden(tmp_path) == []
+    assert tree(out) == before and _hidden(tmp_path) == []
     time.sleep(3)  # tasks that were still finishing must not bring the staging directory back
-    assert _hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["pool"]
+    assert _hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["pool", "scores"]
     # Ray is still usable afterwards.
-    s = score_pool(tmp_path / "pool", ckpt, tmp_path / "scores", mc_samples=2, workers=1, progress=False)
-    assert s.rows == 3000
+    s = score_pool(tmp_path / "pool", ckpt, out, mc_samples=2, workers=1, overwrite=True, progress=False)
+    assert s.rows == 3000 and tree(out) != before

@@ -13,7 +13,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.models import build_model, default_config, save_checkpoint
 from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
 from dal_dist.scoring.pipeline import footer_readers, footer_readers_for
-from dal_dist.scoring.placement import plan_cpus
+from dal_dist.scoring.placement import check_fits_local_cluster, plan_cpus
 from scoring_helpers import ACQ, mnist as _mnist, write_mixed_pool as _write_mixed_pool
 
 
@@ -238,3 +238,14 @@ def test_overwrite_replaces_only_a_scores_output(tmp_path, small_pool, ckpt):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DalDistError, match="file: is a file"):
         score_pool(small_pool, ckpt, tmp_path / "file", overwrite=True, executor="local", progress=False)
+
+
+def test_a_local_cluster_dal_dist_started_refuses_requests_that_could_never_run():
+    check_fits_local_cluster({"CPU": 2.0}, 2, None)
+    check_fits_local_cluster({"CPU": 16.0, "GPU": 1.0}, 4, 0.25)
+    with pytest.raises(DalDistError, match=r"--gpus-per-worker 1 x --workers 1 needs 1 GPUs; the local Ray "
+                                           r"cluster dal-dist started has 0"):
+        check_fits_local_cluster({"CPU": 2.0}, 1, 1)
+    with pytest.raises(DalDistError, match=r"--workers 1000: the local Ray cluster dal-dist started has 2 CPUs; "
+                                           r".*--workers <= 2"):
+        check_fits_local_cluster({"CPU": 2.0}, 1000, None)

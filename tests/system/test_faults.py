@@ -354,16 +354,16 @@ def test_label_import_killed_before_publishing_then_resumed_gives_the_same_ledge
 
 def test_verification_refuses_a_duplicated_row_even_when_the_count_matches(tmp_path):
     from dal_dist.errors import DalDistError
-    from dal_dist.scoring import _verify_staging
+    from dal_dist.scoring.publish import verify_staging
 
     (tmp_path / "data").mkdir()
     pq.write_table(pa.table({"id": pa.array([0, 1, 2], pa.int64())}), tmp_path / "data" / "a_000000-0.parquet")
     pq.write_table(pa.table({"id": pa.array([2, 3], pa.int64())}), tmp_path / "data" / "a_000001-0.parquet")
     with pytest.raises(DalDistError, match=r"scoring wrote ids more than once, e\.g\. \[2\] .*output not published"):
-        _verify_staging(tmp_path, expected=5)  # 5 rows, but id 2 twice (and id 4 lost)
+        verify_staging(tmp_path, expected=5)  # 5 rows, but id 2 twice (and id 4 lost)
     with pytest.raises(DalDistError, match=r"scoring wrote 5 rows \+ 0 rejects, expected 6"):
-        _verify_staging(tmp_path, expected=6)
-    assert _verify_staging(tmp_path / "missing", expected=0) == (0, 0)
+        verify_staging(tmp_path, expected=6)
+    assert verify_staging(tmp_path / "missing", expected=0) == (0, 0)
 
 
 # --- corrupt state files --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from dal_dist.benchmarks.multinode import kill_tagged, tagged_pids
 from dal_dist.errors import DalDistError
-from dal_dist.placement import ActorResources, gpus_per_actor, plan_actor_resources, plan_cpus
+from dal_dist.scoring.placement import ActorResources, gpus_per_actor, plan_actor_resources, plan_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 
