@@ -1,8 +1,9 @@
 """Turning datasets into pools: MNIST-style IDX files, image folders, and .npz arrays.
 
 Structural problems of the source raise `DalDistError` naming the file before anything is published;
-single rows that cannot be taken go to `_rejects.parquet` with a reason. Each ingest publishes the pool
-whole (`PoolWriter`): a failure leaves nothing at --out.
+single rows that cannot be taken go to `_rejects.parquet` with a reason (in an image folder: files that do
+not decode, are not images by suffix, float/integer pixels with no 8-bit reading, broken links, symlink
+loops, FIFOs). Each ingest publishes the pool whole (`PoolWriter`): a failure leaves nothing at --out.
 """
 
 from __future__ import annotations

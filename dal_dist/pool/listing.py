@@ -113,7 +113,8 @@ def check_meta(meta_path: str, meta: dict[str, Any]) -> None:
     for key, low in META_INT_FIELDS.items():
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise DalDistError(f"{meta_path}: field `{key}` is {_shown(value)}, expected an integer ≥ {low} (or null)")
+            raise DalDistError(f"{meta_path}: field `{key}` is {_shown(value)}, "
+                               f"expected an integer ≥ {low} (or null)")
     classes = meta.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise DalDistError(f"{meta_path}: field `classes` is {_shown(classes)}, expected a list of class names")

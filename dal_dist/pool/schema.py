@@ -35,7 +35,10 @@ def pool_schema(*, has_label: bool, extra: Sequence[pa.Field] = ()) -> pa.Schema
 
 
 def check_schema(path: str, schema: pa.Schema) -> None:
-    """Refuse a pool file whose columns cannot be read as images (`id` int64 or narrower, `image`, integer shape/label)."""
+    """Refuse a pool file whose columns cannot be read as images (`id` int64 or narrower, `image`, integer shape/label).
+
+    uint64 ids are refused by type (not by value): every reader and writer downstream carries ids as int64.
+    """
     names = schema.names
     if "id" not in names:
         raise DalDistError(f"{path}: missing column `id` (expected int64 image ids); columns: {names}")

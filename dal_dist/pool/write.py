@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -62,6 +62,7 @@ class IngestResult:
     rejects: int
     files: list[str]
     seconds: float = 0.0
+    reject_examples: list[str] = field(default_factory=list)  # the first few reject reasons, for the summary line
 
 
 class PoolWriter:
@@ -161,7 +162,7 @@ class PoolWriter:
             self.abort()
             raise
         return IngestResult(self.out, self.rows, len(self._reject_ids), list(self.files),
-                            time.perf_counter() - self._t0)
+                            time.perf_counter() - self._t0, self._reject_reasons[:3])
 
     def abort(self) -> None:
         """Drop everything written (the file in progress, finished files, staging): nothing is published."""

@@ -164,6 +164,8 @@ def test_ingest_image_folder_odd_entries_become_rejects_with_reasons(tmp_path: P
     os.mkfifo(root / "cat" / "pipe.png")  # reading it would block forever
     result = ingest_image_folder(root, tmp_path / "pool")
     assert (result.rows, result.rejects) == (2, 7)
+    assert result.reject_examples[:2] == ["cat/LICENSE: not an image file (no suffix, and not a format PIL knows)",
+                                          "cat/README.md: not an image file (suffix .md)"]  # for the summary line
     table = pq.read_table(tmp_path / "pool")
     assert table.column("path").to_pylist() == ["cat/a.png", "cat/b\\xff\\xfe.png"]
     assert table.column("label").to_pylist() == [0, 0]
@@ -222,5 +224,6 @@ def test_ingest_npz_refuses_other_files_in_one_line(tmp_path: Path, kind: str) -
         ingest_npz(path, tmp_path / "pool")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{path}: ")
-    assert msg.endswith("expected an .npz archive with array `x` (and optional `y`), as np.savez(file, x=x, y=y) writes")
+    assert msg.endswith("expected an .npz archive with array `x` (and optional `y`), "
+                        "as np.savez(file, x=x, y=y) writes")
     assert not (tmp_path / "pool").exists()
