@@ -185,14 +185,14 @@ def run(rows: int = 16384, mc_samples: int = 20, batch_size: int = 256, seed: in
     # Before Ray reads them: this process drives clusters it starts, with a token of its own.
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    from dal_dist.models import build_model, default_config, save_checkpoint
+    from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.pool import synth_pool
 
     result: dict[str, Any] = {"bench": "multinode", "model": "mnist-cnn", "rows": rows, "mc_samples": mc_samples,
                               "batch_size": batch_size, "cpus_per_node": 1, "host_cpus": os.cpu_count(),
                               "loadavg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="dalmn-bench-") as tmp:
-        pool, ckpt = Path(tmp) / "pool", Path(tmp) / "model.pt"
+        pool, ckpt = Path(tmp) / "pool", Path(tmp) / CHECKPOINT_FILE
         synth_pool(rows, pool, seed=seed)
         save_checkpoint(build_model(default_config("mnist-cnn", 10, seed=seed)), ckpt)
         one = _score_on(1, pool, ckpt, Path(tmp) / "scores1", mc_samples, batch_size)

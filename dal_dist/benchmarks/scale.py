@@ -16,7 +16,7 @@ def run(n: int = 1_000_000, pool: str | None = None, workers: int = 2, mc_sample
     """Score an N-image pool end to end on the current (or a local) Ray cluster."""
     import ray
 
-    from dal_dist.models import build_model, default_config, save_checkpoint
+    from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.pool import synth_pool, validate_pool
     from dal_dist.scoring import score_pool
 
@@ -30,7 +30,7 @@ def run(n: int = 1_000_000, pool: str | None = None, workers: int = 2, mc_sample
         result["synth_s"] = time.time() - t
     info = validate_pool(pool)
     result["n"] = info.rows
-    ckpt = tmp / "model.pt"
+    ckpt = tmp / CHECKPOINT_FILE
     save_checkpoint(build_model(default_config(model, 10, seed=seed)), ckpt)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)

@@ -54,7 +54,7 @@ def run(model: str = "resnet18", image_size: int = 32, n: int = 1024, mc_samples
         batch_size: int = 256, pipeline_n: int = 16384, workers: int = 1, repeats: int = 3,
         seed: int = 0, pipeline: bool = True) -> dict[str, Any]:
     """Measure the three throughputs in one process and return them with their ratios."""
-    from dal_dist.models import build_model, default_config, save_checkpoint
+    from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.scoring import BatchScorer
 
     channels = 3 if model == "resnet18" else 1
@@ -67,7 +67,7 @@ def run(model: str = "resnet18", image_size: int = 32, n: int = 1024, mc_samples
                               "mc_samples": mc_samples, "batch_size": batch_size,
                               "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "model.pt"
+        ckpt = Path(tmp) / CHECKPOINT_FILE
         save_checkpoint(net, ckpt)
         scorer = BatchScorer(ckpt.read_bytes(), ["bald"], mc_samples=mc_samples, device="cpu")
         from dal_dist.models import preprocess

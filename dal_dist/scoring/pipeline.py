@@ -96,6 +96,7 @@ class ScoringPlan:
 
     def summary(self, written: int, rejects: int, t_call: float, first: float | None, steady: float | None,
                 workers: int) -> ScoreSummary:
+        """The job's summary once published: counts, wall time since the call, throughput."""
         seconds = time.time() - t_call
         return ScoreSummary(rows=written, labeled_rows=self.labeled_in_pool if self.embed_labeled else 0,
                             rejects=rejects, seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
@@ -183,6 +184,8 @@ def check_output(out: str | os.PathLike, inputs: dict[str, Any], overwrite: bool
     for what, where in inputs.items():
         if where is None or not isinstance(where, (str, os.PathLike)):
             continue
+        if (fsx.is_local(where) is None) != (out_local is None):
+            continue  # one on local disk, one elsewhere: apart (and no object store is asked)
         other = _location_key(where)
         if other[0] != key[0]:
             continue
@@ -261,6 +264,7 @@ def count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
 
 
 def read_id_column(location: str) -> np.ndarray:
+    """The `id` column of one pool file."""
     with fsx.open_input(location) as f:
         return pq.read_table(f, columns=["id"]).column("id").to_numpy()
 
