@@ -7,9 +7,7 @@ command publishes nothing.
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
 
 import typer
 
@@ -23,14 +21,7 @@ import dal_dist.cli.select  # noqa: F401
 import dal_dist.cli.stream  # noqa: F401
 from dal_dist.cli.app import app
 from dal_dist.errors import DalDistError
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that cleanup (`finally`, staging removal) runs as for Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+from dal_dist.interrupts import Terminated, sigterm_raises
 
 
 def _is_usage_error(e: BaseException) -> bool:
@@ -48,20 +39,22 @@ def _usage_line(e: BaseException) -> str:
 
 def main() -> None:
     """Run the command line; turn errors, interrupts and usage mistakes into one line and an exit status."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(standalone_mode=False)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: staging is removed, nothing half-published
+            app(standalone_mode=False)
     except DalDistError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted: nothing was published by the interrupted step", err=True)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        # Click turns an interrupt into Abort; the signal that caused it is its __cause__.
+        cause = e if isinstance(e, KeyboardInterrupt) else e.__cause__
+        if isinstance(cause, Terminated):
+            typer.echo("terminated (SIGTERM): the interrupted step published nothing", err=True)
+            sys.exit(Terminated.exit_code)
+        typer.echo("interrupted: the interrupted step published nothing", err=True)
         sys.exit(130)
-    except Terminated:
-        typer.echo("terminated (SIGTERM): nothing was published by the interrupted step", err=True)
-        sys.exit(143)
     except Exception as e:
         if _is_usage_error(e):
             typer.echo(_usage_line(e).replace("\n", " "), err=True)

@@ -36,17 +36,13 @@ def score(
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
     """Score every unlabeled image; print a JSON summary as the last line."""
-    import ray
-
     from dal_dist.scoring import score_pool
 
-    if not ray.is_initialized():
-        ray.init(address=address)
     summary = score_pool(pool, checkpoint, out, acquisitions=acquisition, mc_samples=mc_samples,
                          workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
-                         seed=seed, overwrite=overwrite)
+                         seed=seed, overwrite=overwrite, address=address)
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

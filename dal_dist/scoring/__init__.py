@@ -3,11 +3,11 @@
 `acquisition` is the pure math (T×B×C probabilities → one score per image), `scorer.BatchScorer` the
 per-batch work without Ray, `pipeline.score_pool` the job (checks → plan → Ray Data or in-process run),
 `publish` the staging → verify → promote of its output, `placement` where actors run, `progress` the
-progress actor, `interrupts` SIGTERM as an exception while a job runs.
+progress actor.
 """
 
+from dal_dist.interrupts import Terminated
 from dal_dist.scoring.acquisition import ACQUISITIONS, parse_acquisitions, score_all
-from dal_dist.scoring.interrupts import Terminated
 from dal_dist.scoring.pipeline import ScoreSummary, score_pool
 from dal_dist.scoring.publish import REJECTS_DIR, SCORES_MARKER, read_scores_table
 from dal_dist.scoring.scorer import BatchScorer, output_schema

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 from dal_dist.scoring.acquisition import parse_acquisitions
-from dal_dist.scoring.interrupts import sigterm_raises
+from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.placement import check_fits_local_cluster, check_gpus_per_worker
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
 from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,

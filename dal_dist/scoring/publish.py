@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError, StorageError
-from dal_dist.scoring.interrupts import deferred_signals
+from dal_dist.interrupts import deferred_signals
 
 REJECTS_DIR = "rejects"
 SCORES_MARKER = "_dal_scores.json"  # written into every published scores output (before the rename)

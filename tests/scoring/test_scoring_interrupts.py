@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dal_dist.scoring import SCORES_MARKER, Terminated, read_scores_table, score_pool
-from dal_dist.scoring.interrupts import deferred_signals, sigterm_raises
+from dal_dist.interrupts import deferred_signals, sigterm_raises
 from dal_dist.scoring.scorer import BatchScorer
 from scoring_helpers import tree
 

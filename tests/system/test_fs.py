@@ -183,7 +183,7 @@ def test_score_on_a_filesystem_without_rename_publishes_with_a_marker(tmp_path, 
                                                                     mnist_test_dir, ckpt):
     """Ray Data reads and writes through the (pickled) filesystem object; staging is copied, marker last."""
     from dal_dist.pool import write_pool
-    from dal_dist.scoring import read_scores_table, score_pool
+    from dal_dist.scoring import output_schema, read_scores_table, score_pool
     from dal_dist.selection.io import scan_scores
 
     x, y = _mnist(mnist_test_dir, 150)
@@ -193,7 +193,7 @@ def test_score_on_a_filesystem_without_rename_publishes_with_a_marker(tmp_path, 
            "channels": [None], "label": [1]}
     pq.write_table(pa.table(bad, schema=part.schema), subtree / "pool" / "part-00001.parquet")  # one reject
     (subtree / "scores").mkdir()
-    (subtree / "scores" / "stale.parquet").write_bytes(b"old output")
+    pq.write_table(output_schema(["entropy"], 4).empty_table(), subtree / "scores" / "stale.parquet")  # an old output
     summary = score_pool(f"{SCHEME}://pool", ckpt, f"{SCHEME}://scores", acquisitions=["entropy"], mc_samples=4,
                          workers=1, labeled=np.arange(10), batch_size=50, overwrite=True, progress=False)
     names = sorted(p.name for p in (subtree / "scores").iterdir())

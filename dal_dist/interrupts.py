@@ -1,4 +1,4 @@
-"""Interrupts during a scoring job: SIGTERM as an exception (so clean-up runs), signals held over a publish.
+"""Interrupts: SIGTERM as an exception (so clean-up runs, as for Ctrl-C), and signals held over a publish.
 
 Ctrl-C already raises KeyboardInterrupt; SIGTERM's default action (or Ray's driver handler, `sys.exit(15)`)
 would end the process without removing the staging directory, or exit with a status that hides the
