@@ -17,12 +17,12 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A 2-CPU local Ray started once per session (token auth stays on, dashboard off)."""
-    import ray
+    """A 2-CPU local Ray started once per session the way dal-dist starts one (loopback only, token auth on,
+    dashboard off)."""
+    from dal_dist.ray_connect import connect
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
+    ray, _ = connect(None, num_cpus=2, log_to_driver=False,
+                     runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
     yield ray
     # Left running for the rest of the session; ray shuts down at interpreter exit.
 

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dal_dist"
 # Layers from the bottom up: a module may import its own layer or lower ones, never a higher one.
 LAYERS = [
-    {"errors", "atomic", "fs", "locks", "device", "interrupts"},
+    {"errors", "atomic", "fs", "locks", "device", "interrupts", "ray_connect"},
     {"pool"},
     {"models"},
     {"scoring", "training", "selection"},

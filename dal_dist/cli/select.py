@@ -35,10 +35,9 @@ def select(
     inputs = (scores, pool, labeled)
     check_selection_out(out, inputs, overwrite)  # before any (possibly long) selection work
     if distributed:
-        import ray
+        from dal_dist.ray_connect import connect
 
-        if not ray.is_initialized():
-            ray.init(address=address)
+        connect(address)
     table = run_select(strategy, k, scores=scores, pool=pool, labeled=labeled, by=by, candidates=candidates,
                        seed=seed, distributed=distributed, workers=workers, device=device,
                        storage_dtype=storage_dtype)

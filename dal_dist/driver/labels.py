@@ -99,7 +99,10 @@ def _label_value(raw: Any, class_names: list[str]) -> int | None:
         try:
             raw = int(s)
         except ValueError:
-            return None
+            try:
+                raw = float(s)  # "7.0" from a spreadsheet export is class 7
+            except ValueError:
+                return None
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)
     if isinstance(raw, int) and 0 <= raw < len(class_names):

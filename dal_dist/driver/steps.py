@@ -14,7 +14,6 @@ reads the test pool.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import zlib
 from datetime import datetime, timezone
@@ -85,16 +84,10 @@ class RoundContext:
         return np.setdiff1d(self.s.pool_ids(), self.ledger.ids(before_round=r))
 
     def ensure_ray(self) -> None:
-        """Join the configured cluster (or start a local Ray) the first time a step needs Ray."""
-        import ray
+        """Join the configured cluster (or start a loopback-only local Ray) the first time a step needs Ray."""
+        from dal_dist.ray_connect import connect
 
-        if ray.is_initialized():
-            return
-        address = self.cfg.ray.address
-        if address is None and not os.environ.get("RAY_ADDRESS"):
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+        ray, _ = connect(self.cfg.ray.address, log_to_driver=False)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
         except AttributeError:

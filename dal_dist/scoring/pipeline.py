@@ -313,14 +313,11 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float) -> ScoreSum
 
 # ---------------------------------------------------------------------------------------- run: Ray
 def start_ray(address: str | None) -> tuple[Any, bool]:
-    """The `ray` module, connected (`ray.init(address=address)` unless already initialized), and whether
-    this call started a local cluster (no address, no RAY_ADDRESS): one that no autoscaler will grow."""
-    import ray  # the local executor needs no Ray at all
+    """The `ray` module, connected (see dal_dist.ray_connect), and whether this call started a local
+    cluster (no address, no RAY_ADDRESS): one that no autoscaler will grow."""
+    from dal_dist.ray_connect import connect  # the local executor needs no Ray at all
 
-    if ray.is_initialized():
-        return ray, False
-    ray.init(address=address)
-    return ray, address is None and not os.environ.get("RAY_ADDRESS")
+    return connect(address)
 
 
 def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float | None,

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 
 from dal_dist.errors import DalDistError
+from dal_dist.ray_connect import connect
 from dal_dist.selection.io import ScoresScan, load_embeddings
 from dal_dist.selection.kcenter import MinDistances, first_center
 
@@ -225,8 +226,7 @@ def kcenter_greedy_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: 
                            stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, radii): exact k-center over a scanned scores dataset on `workers` Ray actors,
     the same picks as `kcenter_greedy` on one node, for datasets too large for one process."""
-    if not ray.is_initialized():
-        ray.init()
+    connect()
     shards = plan_shards(scan, workers)
     offsets, cand_ids = shard_candidates(scan, shards)
     group = ShardActors(scan, shards, device=device, storage_dtype=storage_dtype, actor_cpus=actor_cpus)

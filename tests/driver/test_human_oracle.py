@@ -199,3 +199,18 @@ def test_simulated_run_takes_no_label_files(tmp_path, pools):
     (run_dir / "config.json").write_text(json.dumps({"config_hash": "x", "config": cfg}))
     with pytest.raises(DalDistError, match="simulated oracle; it takes no label files"):
         import_labels(run_dir, _write_csv(tmp_path / "l.csv", [(1000, 1)]))
+
+
+def test_float_labels_from_a_spreadsheet_are_classes_and_fractions_are_refused(tmp_path, pools):
+    """'7.0' is class 7 (a CSV saved by a spreadsheet); '7.5' is not a class and nothing is written."""
+    run_dir, sel = _pending(tmp_path, pools)
+    labels = SimulatedOracle(pools[0]).labels(sel)
+    bad = tmp_path / "fractions.csv"
+    bad.write_text("id,label\n" + "".join(f"{i},{y}.5\n" for i, y in zip(sel, labels)))
+    with pytest.raises(DalDistError, match=r"label '\d\.5' is outside the class set"):
+        import_labels(run_dir, bad)
+    assert LabelLedger(run_dir).count() == 0
+    good = tmp_path / "floats.csv"
+    good.write_text("id,label\n" + "".join(f"{i},{y}.0\n" for i, y in zip(sel, labels)))
+    import_labels(run_dir, good)
+    assert LabelLedger(run_dir).table().column("label").to_pylist() == labels.tolist()
