@@ -16,7 +16,7 @@ import numpy as np
 from dal_dist.driver import layout
 from dal_dist.driver.ledger import LabelLedger
 from dal_dist.driver.oracle import TO_LABEL
-from dal_dist.driver.state import load_run_state, local_run_dir, pending_label_round, run_lock
+from dal_dist.driver.state import load_run_state, local_run_dir, pending_label_round, read_stored_config, run_lock
 from dal_dist.errors import DalDistError
 
 _MAX_ERRORS = 10
@@ -191,6 +191,7 @@ def validate_labels(rows: list[dict[str, Any]], *, source: str, selected: np.nda
 def import_labels(run_dir: str | os.PathLike, file: str | os.PathLike) -> dict[str, Any]:
     """Validate a human label file against the pending round and append it to the ledger (all or nothing)."""
     run_dir = local_run_dir(run_dir)
+    read_stored_config(run_dir)  # a clear error for a wrong path, before the lock creates anything there
     with run_lock(run_dir):
         state = load_run_state(run_dir)
         r = pending_label_round(run_dir)

@@ -175,8 +175,8 @@ def make_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                 targets: Sequence[float] = (0.90, 0.95)) -> dict[str, str]:
     """Curves PNG + CSV, the markdown summary and one selection grid per run, written under `out`."""
     out = Path(out)
+    curves = [load_curve(d, name=f"{Path(d).name}") for d in run_dirs]  # every run read before `out` is made
     out.mkdir(parents=True, exist_ok=True)
-    curves = [load_curve(d, name=f"{Path(d).name}") for d in run_dirs]
     plot_curves(curves, out / "learning_curves.png")
     write_curves_csv(curves, out / "curves.csv")
     table = summary_table(curves, targets, by_strategy=True)

@@ -112,7 +112,10 @@ def local_run_dir(run_dir: str | os.PathLike) -> Path:
     (the driver needs an exclusive fcntl lock and atomic renames, see dal_dist.fs.require_local)."""
     from dal_dist.fs import require_local
 
-    return require_local(run_dir, "a run directory").resolve()
+    path = require_local(run_dir, "a run directory").resolve()
+    if path.exists() and not path.is_dir():
+        raise DalDistError(f"{path}: is a file; a run directory is a directory")
+    return path
 
 
 def run_lock(run_dir: Path) -> DirectoryLock:

@@ -65,3 +65,51 @@ def test_learning_loss_strategy_turns_on_the_loss_module_training():
     cfg = parse_config({**BASE, "strategy": {"name": "learning_loss", "ll_subset": 100}})
     assert cfg.train.learning_loss
     assert "train.learning_loss is only meaningful" in _err({**BASE, "train": {"learning_loss": True}})
+
+
+def _tiny_pool(path, n=60, side=28, classes=3, seed=0):
+    import numpy as np
+
+    from dal_dist.pool import write_pool
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, side, side, 1), dtype=np.uint8)
+    write_pool(path, images, np.arange(n) % classes)
+    return str(path)
+
+
+def test_run_refuses_budgets_and_test_pools_that_cannot_work(tmp_path):
+    """Found when the run starts, before config.json claims the directory and before any training."""
+    from dal_dist.driver import run
+
+    pool = _tiny_pool(tmp_path / "pool")
+    cases = [
+        ({"budget": 10, "rounds": 5}, r"asks for 70 labels .* more than the pool's 60 images"),
+        ({"budget": 5, "rounds": 1, "initial": {"kind": "random", "size": 61}}, r"initial.size = 61 exceeds"),
+        ({"budget": 5, "rounds": 1, "test_pool": _tiny_pool(tmp_path / "small", side=16)},
+         r"test_pool .*\(16, 16, 1\).*the pool's are \(28, 28, 1\)"),
+        ({"budget": 5, "rounds": 1, "test_pool": _tiny_pool(tmp_path / "more", classes=5),
+          "model": {"num_classes": 3}}, r"labels \[3, 4\] are outside the model's 3 classes"),
+    ]
+    for n, (extra, match) in enumerate(cases):
+        run_dir = tmp_path / f"run{n}"
+        with pytest.raises(DalDistError, match=match):
+            run(parse_config({"pool": pool, "strategy": {"name": "bald"}, "executor": "local", **extra}), run_dir)
+        assert not (run_dir / "config.json").exists()
+
+
+def test_config_files_that_are_not_utf8_yaml_or_repeat_a_key(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("pool: caf\u00e9\n".encode("latin-1"))
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("pool: a\nstrategy: {name: bald}\nbudget: 1\nbudget: 2\nrounds: 1\n")
+    for path, match in [(latin, "not UTF-8 text"), (dup, "duplicate key 'budget'"), (tmp_path, "is a directory")]:
+        with pytest.raises(DalDistError, match=match):
+            load_config(path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"name": "some other tool"}')
+    from dal_dist.driver import run_status
+
+    with pytest.raises(DalDistError, match="not a dal-dist run config"):
+        run_status(foreign)
