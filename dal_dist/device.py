@@ -18,7 +18,10 @@ def torch_device(want: str | bool | None = None) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if want is False:
         return torch.device("cpu")
-    device = torch.device(want)
+    try:
+        device = torch.device(want)
+    except (RuntimeError, TypeError, ValueError):
+        raise DalDistError(f"device {want!r}: not a device name; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DalDistError(f"device {want!r}: no CUDA GPU is visible here; use cpu or auto")
     return device

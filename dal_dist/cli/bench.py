@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
+from dal_dist.cli.pool import SYNTH_BYTES_ON_DISK
+from dal_dist.errors import DalDistError
+
+MAX_REPEATS = 1000
+KCENTER_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # storage dtype: bytes per value
+SOAK_INITIAL, SOAK_BUDGET = 20, 10  # labels of round 0 and of each round (benchmarks.soak.run's defaults)
 
 bench_app = typer.Typer(help="Benchmarks: one JSON line per result.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -13,17 +20,30 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("scoring")
 def scoring(
     model: str = typer.Option("resnet18", "--model"),
-    image_size: int = typer.Option(32, "--image-size"),
-    n: int = typer.Option(1024, "--n", help="Images for the in-process forward/BALD comparison."),
-    mc_samples: int = typer.Option(20, "--mc-samples"),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    pipeline_n: int = typer.Option(16384, "--pipeline-n", help="Pool size for the Ray pipeline run."),
-    workers: int = typer.Option(1, "--workers"),
-    repeats: int = typer.Option(3, "--repeats"),
-    seed: int = typer.Option(0, "--seed"),
+    image_size: int = typer.Option(32, "--image-size", min=8, max=4096),
+    n: int = typer.Option(1024, "--n", min=1, help="Images for the in-process forward/BALD comparison."),
+    mc_samples: int = typer.Option(20, "--mc-samples", min=2),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    pipeline_n: int = typer.Option(16384, "--pipeline-n", min=1, help="Pool size for the Ray pipeline run."),
+    workers: int = typer.Option(1, "--workers", min=1),
+    repeats: int = typer.Option(3, "--repeats", min=1, max=MAX_REPEATS),
+    seed: int = typer.Option(0, "--seed", min=0),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline"),
 ) -> None:
     """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run."""
+    import tempfile
+
+    from dal_dist.ray_connect import starts_local_cluster
+    from dal_dist.scoring.scorer import MAX_MC_SAMPLES
+
+    if mc_samples > MAX_MC_SAMPLES:
+        raise DalDistError(f"--mc-samples {mc_samples}: expected at most {MAX_MC_SAMPLES}")
+    pixels = image_size * image_size * (3 if model == "resnet18" else 1)
+    checks.check_fits_memory(f"--n {n} images of {image_size}x{image_size}", n * pixels)
+    checks.check_fits_memory(f"--batch-size {batch_size} (float32 model inputs)", batch_size * pixels * 4)
+    checks.check_fits_disk(f"--pipeline-n {pipeline_n} images of {image_size}x{image_size}", pipeline_n * pixels,
+                           tempfile.gettempdir())
+    checks.check_local_workers("--workers", workers, starts_local_cluster(None))
     from dal_dist.benchmarks import scoring as bench
 
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
@@ -32,20 +52,33 @@ def scoring(
 
 @bench_app.command("kcenter")
 def kcenter(
-    n: int = typer.Option(1_000_000, "--n", help="Candidate rows (seeded float32 Gaussian)."),
-    dim: int = typer.Option(128, "--dim"),
-    labeled: int = typer.Option(1000, "--labeled", help="Labeled rows (existing centers)."),
-    k: int = typer.Option(200, "--k", help="Picks timed for dal-dist."),
+    n: int = typer.Option(1_000_000, "--n", min=1, help="Candidate rows (seeded float32 Gaussian)."),
+    dim: int = typer.Option(128, "--dim", min=1),
+    labeled: int = typer.Option(1000, "--labeled", min=0, help="Labeled rows (existing centers)."),
+    k: int = typer.Option(200, "--k", min=1, help="Picks timed for dal-dist."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32, float16 or bfloat16."),
-    ref_picks: int = typer.Option(5, "--ref-picks", help="Picks timed for the scikit-learn reference (0 = skip)."),
-    seed: int = typer.Option(0, "--seed"),
-    sharded_workers: int = typer.Option(0, "--sharded-workers",
+    ref_picks: int = typer.Option(5, "--ref-picks", min=0,
+                                  help="Picks timed for the scikit-learn reference (0 = skip)."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    sharded_workers: int = typer.Option(0, "--sharded-workers", min=0,
                                         help="Instead: distributed vs single node on N rows with this many Ray actors."),
 ) -> None:
     """init_s, s_per_pick vs the scikit-learn reference, read bandwidth bound and peak RSS, one JSON line."""
+    from dal_dist.ray_connect import starts_local_cluster
+
+    if dtype not in KCENTER_DTYPES:
+        raise DalDistError(f"--dtype {dtype!r}: expected one of {', '.join(KCENTER_DTYPES)}")
+    if k > n:
+        raise DalDistError(f"--k {k}: more picks than the --n {n} candidate rows")
+    if ref_picks > k:
+        raise DalDistError(f"--ref-picks {ref_picks}: the reference is compared with dal-dist's first picks; "
+                           f"expected at most --k {k}")
+    itemsize = 4 if sharded_workers > 0 else KCENTER_DTYPES[dtype]
+    checks.check_fits_memory(f"--n {n} + --labeled {labeled} rows x --dim {dim}", (n + labeled) * dim * itemsize)
     from dal_dist.benchmarks import kcenter as bench
 
     if sharded_workers > 0:
+        checks.check_local_workers("--sharded-workers", sharded_workers, starts_local_cluster(None))
         bench.main_sharded(n=n, dim=dim, labeled=labeled, k=k, workers=sharded_workers, seed=seed)
         return
     bench.main(n=n, dim=dim, labeled=labeled, k=k, dtype=dtype, ref_picks=ref_picks, seed=seed)
@@ -53,13 +86,24 @@ def kcenter(
 
 @bench_app.command("soak")
 def soak(
-    rounds: int = typer.Option(20, "--rounds", help="Consecutive active-learning rounds."),
-    pool: int = typer.Option(2000, "--pool", help="Synthetic pool size (dal_dist.pool.synth)."),
-    kill_prob: float = typer.Option(0.5, "--kill-prob", help="Chance that a round's scoring loses an actor (SIGKILL)."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(2, "--workers", help="Scoring actors."),
+    rounds: int = typer.Option(20, "--rounds", min=1, help="Consecutive active-learning rounds."),
+    pool: int = typer.Option(2000, "--pool", min=1, help="Synthetic pool size (dal_dist.pool.synth)."),
+    kill_prob: float = typer.Option(0.5, "--kill-prob", min=0.0, max=1.0,
+                                    help="Chance that a round's scoring loses an actor (SIGKILL)."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    workers: int = typer.Option(2, "--workers", min=1, help="Scoring actors."),
 ) -> None:
     """Rounds under random scoring-actor kills: per round ok / ledger exact / driver RSS, then a summary line."""
+    import tempfile
+
+    from dal_dist.ray_connect import starts_local_cluster
+
+    need = SOAK_INITIAL + SOAK_BUDGET * rounds
+    if pool < need:
+        raise DalDistError(f"--pool {pool}: {rounds} rounds label {need} images ({SOAK_INITIAL} initial + "
+                           f"{SOAK_BUDGET} per round); expected --pool >= {need}")
+    checks.check_fits_disk(f"--pool {pool}", pool * SYNTH_BYTES_ON_DISK, tempfile.gettempdir())
+    checks.check_local_workers("--workers", workers, starts_local_cluster(None))
     from dal_dist.benchmarks import soak as bench
 
     bench.main(rounds=rounds, pool_rows=pool, kill_prob=kill_prob, seed=seed, workers=workers)

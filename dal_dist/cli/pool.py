@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
 from dal_dist.errors import DalDistError
 
 if TYPE_CHECKING:  # pyarrow/torch load only when a command runs
     from dal_dist.pool import IngestResult
+
+# A synthetic 28x28 digit: at least this much memory while a chunk is made (float32 pixels and an elastic
+# displacement field), and at least this much disk once compressed (measured: ~300 bytes; half of that).
+SYNTH_BYTES_IN_MEMORY = 28 * 28 * 4 * 3
+SYNTH_BYTES_ON_DISK = 150
 
 pool_app = typer.Typer(no_args_is_help=True, help="Build and inspect Parquet image pools.")
 app.add_typer(pool_app, name="pool")
@@ -38,14 +43,20 @@ def _report(r: IngestResult, what: str) -> None:
 def ingest(
     format: SourceFormat = typer.Option(..., "--format", help="Source format."),
     out: str = typer.Option(..., "--out", help="New (or empty) pool directory to write (a path or URI: file://, s3://, ...)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="mnist-idx: image IDX file (.gz or raw)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="mnist-idx: label IDX file (optional)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="image-folder: root with one sub-folder per class."),
-    file: Optional[Path] = typer.Option(None, "--file", help="npz: archive with `x` and optional `y`."),
+    images: Optional[str] = typer.Option(None, "--images", help="mnist-idx: image IDX file (.gz or raw)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="mnist-idx: label IDX file (optional)."),
+    root: Optional[str] = typer.Option(None, "--root", help="image-folder: root with one sub-folder per class."),
+    file: Optional[str] = typer.Option(None, "--file", help="npz: archive with `x` and optional `y`."),
 ) -> None:
     """Convert a dataset into a pool; rows that cannot be taken go to OUT/_rejects.parquet."""
     from dal_dist import pool
 
+    checks.output_dir("--out", out, "a new or empty pool directory")
+    for flag, given in (("--images", images), ("--labels", labels), ("--file", file)):
+        if given is not None:
+            checks.input_file(flag, given)
+    if root is not None:
+        checks.input_dir("--root", root, "an image folder")
     if format is SourceFormat.mnist_idx:
         if images is None:
             raise DalDistError("--format mnist-idx needs --images FILE (and usually --labels FILE)")
@@ -63,14 +74,18 @@ def ingest(
 
 @pool_app.command()
 def synth(
-    n: int = typer.Option(..., "--n", help="Number of images."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of images."),
     out: str = typer.Option(..., "--out", help="New (or empty) pool directory to write (a path or URI)."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
-    chunk_size: int = typer.Option(8192, "--chunk-size", help="Images per write (multiple of 1024); bounds memory."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same bytes."),
+    chunk_size: int = typer.Option(8192, "--chunk-size", min=1,
+                                   help="Images per write (multiple of 1024); bounds memory."),
 ) -> None:
     """Write N randomly deformed (affine + elastic) MNIST digits with labels, for scale runs."""
     from dal_dist.pool import synth_pool
 
+    checks.output_dir("--out", out, "a new or empty pool directory")
+    checks.check_fits_memory(f"--chunk-size {chunk_size}", chunk_size * SYNTH_BYTES_IN_MEMORY)
+    checks.check_fits_disk(f"--n {n}", n * SYNTH_BYTES_ON_DISK, out)
     _report(synth_pool(n, out, seed=seed, chunk_size=chunk_size, progress=True), "synthesised")
 
 
@@ -82,6 +97,7 @@ def info(
     """Validate a pool and print rows, files, size, schema, image shape and label histogram."""
     from dal_dist.pool import pool_info
 
+    checks.nonempty("PATH", path, "a pool directory or Parquet file")
     summary = pool_info(path)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
 from dal_dist.errors import DalDistError
 
@@ -16,7 +16,7 @@ app.add_typer(labels_app, name="labels")
 
 @app.command("run")
 def run(
-    config: Path = typer.Option(None, "--config", help="Run config YAML (with --resume: checked against the run's)."),
+    config: str = typer.Option(None, "--config", help="Run config YAML (with --resume: checked against the run's)."),
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory (overrides `run_dir` in the config); "
                                                          "a local path or file:// URI."),
     resume: str = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR."),
@@ -29,6 +29,10 @@ def run(
     from dal_dist.driver import run as run_loop
     from dal_dist.driver.state import local_run_dir
 
+    for flag, value, what in (("--config", config, "a run config YAML file"), ("--run-dir", run_dir, "a run directory"),
+                              ("--resume", resume, "a run directory")):
+        if value is not None:
+            checks.nonempty(flag, value, what)
     cfg = load_config(config) if config is not None else None
     if resume is not None:
         if run_dir is not None and local_run_dir(run_dir) != local_run_dir(resume):
@@ -55,6 +59,7 @@ def status(
     """Rounds done, labels used, latest metrics, and what happens next."""
     from dal_dist.driver import run_status
 
+    checks.nonempty("RUN_DIR", run_dir, "a run directory")
     st = run_status(run_dir)
     if as_json:
         typer.echo(json.dumps(st, indent=2, default=str))
@@ -72,12 +77,22 @@ def status(
 
 @labels_app.command("import")
 def labels_import(
-    file: Path = typer.Argument(..., help="CSV (id,label) or Label Studio export JSON."),
+    file: str = typer.Argument(..., help="CSV (id,label) or a Label Studio export (JSON, JSON-MIN or CSV)."),
     run_dir: str = typer.Option(..., "--run-dir", help="Run directory waiting for labels."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Record the labeled images even when some "
+                                       "were skipped or left unlabeled (they return to the unlabeled pool)."),
 ) -> None:
     """Validate a label file against the pending round and append it to the ledger (all rows or none)."""
     from dal_dist.driver import import_labels
 
-    res = import_labels(run_dir, file)
-    typer.echo(f"round {res['round']}: {res['labels']} labels added to {res['ledger']}; "
+    checks.input_file("FILE", file, "a label file (CSV id,label or a Label Studio export)")
+    checks.nonempty("--run-dir", run_dir, "a run directory waiting for labels")
+    res = import_labels(run_dir, file, allow_partial=allow_partial)
+    for c in res["conflicts"]:
+        answers = ", ".join(f"{a['annotator'] or '?'}={a['label']}" for a in c["answers"])
+        typer.echo(f"id {c['id']}: annotators disagree ({answers}); kept the latest: {c['label']}", err=True)
+    if res["unlabeled"]:
+        typer.echo(f"{len(res['unlabeled'])} selected image(s) left unlabeled (back in the unlabeled pool): "
+                   f"{res['unlabeled'][:20]}", err=True)
+    typer.echo(f"round {res['round']}: {res['labels']} labels added to {res['ledger']} ({res['format']}); "
                f"continue with `dal-dist run --resume {run_dir}`")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
 
 
@@ -31,13 +32,17 @@ def score(
     embedding: str = typer.Option("head", "--embedding", help="head (penultimate) or backbone features."),
     embedding_dtype: str = typer.Option("float16", "--embedding-dtype", help="float16 or float32."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per scoring batch."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the dropout masks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
     """Score every unlabeled image; print a JSON summary as the last line."""
     from dal_dist.scoring import score_pool
 
+    checks.nonempty("--pool", pool, "a pool directory")
+    checks.nonempty("--out", out, "an output directory")
+    if labeled is not None:
+        checks.nonempty("--labeled", labeled, "a Parquet/CSV file with an `id` column")
     summary = score_pool(pool, checkpoint, out, acquisitions=acquisition, mc_samples=mc_samples,
                          workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,

@@ -6,6 +6,7 @@ import json
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
 
 
@@ -19,7 +20,7 @@ def select(
     labeled: str = typer.Option(None, "--labeled", help="Parquet/CSV file of labeled ids (existing centers)."),
     by: str = typer.Option(None, "--by", help="Score column for topk/hybrid (higher = more worth labeling)."),
     candidates: int = typer.Option(None, "--candidates", help="hybrid: top-M rows that k-center sees."),
-    seed: int = typer.Option(0, "--seed", help="random; k-center's first center when nothing is labeled."),
+    seed: int = typer.Option(0, "--seed", min=0, help="random; k-center's first center when nothing is labeled."),
     distributed: bool = typer.Option(False, "--distributed", help="k-center on Ray shard actors."),
     workers: int = typer.Option(2, "--workers", help="Shard actors with --distributed."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda."),
@@ -29,14 +30,20 @@ def select(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (never an input)."),
 ) -> None:
     """Write the selection Parquet atomically; print a one-line JSON summary."""
-    from dal_dist.selection import check_selection_out, write_selection
+    from dal_dist.ray_connect import connect, starts_local_cluster
+    from dal_dist.selection import check_select_arguments, check_selection_out, write_selection
     from dal_dist.selection import select as run_select
 
+    for flag, value, what in (("--out", out, "the selection Parquet file to write"),
+                              ("--scores", scores, "a scores dataset"), ("--pool", pool, "a pool directory"),
+                              ("--labeled", labeled, "a Parquet/CSV file of labeled ids")):
+        if value is not None:
+            checks.nonempty(flag, value, what)
+    check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype)
     inputs = (scores, pool, labeled)
     check_selection_out(out, inputs, overwrite)  # before any (possibly long) selection work
     if distributed:
-        from dal_dist.ray_connect import connect
-
+        checks.check_local_workers("--workers", workers, starts_local_cluster(address))
         connect(address)
     table = run_select(strategy, k, scores=scores, pool=pool, labeled=labeled, by=by, candidates=candidates,
                        seed=seed, distributed=distributed, workers=workers, device=device,

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import typer
 
+from dal_dist.cli import checks
 from dal_dist.cli.app import app
 
 
 @app.command("stream")
 def stream(
-    source: Path = typer.Option(..., "--source", help="Directory that receives pool-format Parquet files."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint that scores arriving items."),
-    out: Path = typer.Option(..., "--out", help="Output directory (decisions, selected ids, state; resumable)."),
+    source: str = typer.Option(..., "--source", help="Directory that receives pool-format Parquet files."),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Model checkpoint that scores arriving items."),
+    out: str = typer.Option(..., "--out", help="Output directory (decisions, selected ids, state; resumable)."),
     budget: int = typer.Option(..., "--budget", help="Labeling budget B: never more labels than this."),
     expected: int = typer.Option(None, "--expected", help="Expected stream length N (target rate B/N)."),
     rate: float = typer.Option(None, "--rate", help="Target labeling rate instead of --expected (N = B/rate)."),
@@ -31,7 +31,7 @@ def stream(
     bad_files: str = typer.Option("skip", "--bad-files",
                                   help="skip: record a corrupt/truncated file in the state and go on; error: stop."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per scoring batch."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the dropout masks."),
     threads: int = typer.Option(None, "--threads", help="torch threads."),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
 ) -> None:
@@ -41,6 +41,9 @@ def stream(
 
     if (expected is None) == (rate is None):
         raise DalDistError("give exactly one of --expected N or --rate R")
+    checks.input_dir("--source", source, "a directory that receives pool-format Parquet files")
+    checks.input_file("--checkpoint", checkpoint, "a model checkpoint file")
+    checks.output_dir("--out", out, "a stream output directory")
     selector = StreamSelector(out, checkpoint, budget=budget, expected=expected, rate=rate, acquisition=acquisition,
                               mc_samples=mc_samples, seed=seed, batch_size=batch_size, window=window,
                               warmup=warmup, slack=slack, oracle=oracle, bad_files=bad_files, threads=threads,

@@ -23,6 +23,7 @@ from dal_dist.driver.state import (RunState, last_round, local_run_dir, read_sto
                                    remaining_steps, resolve_state, run_lock, step_done, steps_of)
 from dal_dist.driver.steps import RAY_STEPS, STEPS, Paused, RoundContext
 from dal_dist.errors import DalDistError
+from dal_dist.fs import is_local
 
 CRASH_ENV = "DAL_DIST_TEST_CRASH_AT"  # tests: "round2:score" dies at the step's start, "round2:score+1.5" 1.5 s into it
 RAY_STEP_ATTEMPTS = 3  # train/score attempts before a cluster failure ends the driver (resume retries more)
@@ -51,12 +52,26 @@ def run(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = Fal
         raise DalDistError("use_gpu overrides the stored config of a resumed run; a new run sets train.use_gpu")
     if resume:
         read_stored_config(run_dir)  # a clear error for a wrong path, before anything is created there
+    else:
+        check_apart_from_pools(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
         state = _start(config, run_dir, resume)
         if use_gpu is not None:
             state = dataclasses.replace(state, config=with_device(state.config, use_gpu))
         return _run_rounds(RoundContext(state, log or (lambda s: None)))
+
+
+def check_apart_from_pools(run_dir: Path, cfg: RunConfig) -> None:
+    """A run directory equal to or inside its pool (or test pool) would write the run into that dataset."""
+    for what, pool in (("pool", cfg.pool), ("test_pool", cfg.test_pool)):
+        local = is_local(pool) if pool is not None and not pool.startswith("builtin:") else None
+        if local is None:
+            continue
+        root = os.path.realpath(local)
+        if os.path.realpath(run_dir) == root or os.path.realpath(run_dir).startswith(root.rstrip("/") + "/"):
+            raise DalDistError(f"run_dir (--run-dir) {run_dir}: is, or is inside, the {what} {pool}; a run "
+                               "directory must be apart from its input datasets")
 
 
 def with_device(cfg: RunConfig, use_gpu: bool) -> RunConfig:

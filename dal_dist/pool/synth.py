@@ -145,10 +145,6 @@ def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int
     gauss = torch.from_numpy(_gaussian_matrix(SIDE, ELASTIC_SIGMA))
     schema = pool_schema(has_label=True)
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, unit="img", desc="synth")
     # One torch thread: per-block ops are small, so intra-op threads cost more than they give (and
     # fixing the count keeps the arithmetic identical everywhere). The second core compresses and
     # writes the previous chunk meanwhile (pyarrow releases the GIL); at most one chunk is in flight.
@@ -156,6 +152,10 @@ def synth_pool(n: int, out: str | os.PathLike, seed: int = 0, *, chunk_size: int
     torch.set_num_threads(1)
     try:
         with PoolWriter(out, schema) as w, ThreadPoolExecutor(max_workers=1) as io_thread:
+            if progress:  # only once --out is claimed: a refused --out prints nothing but its error
+                from tqdm import tqdm
+
+                bar = tqdm(total=n, unit="img", desc="synth")
             pending = None
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)

@@ -29,7 +29,8 @@ from dal_dist import fs as fsx
 from dal_dist.errors import DalDistError
 from dal_dist.scoring.acquisition import parse_acquisitions
 from dal_dist.interrupts import sigterm_raises
-from dal_dist.scoring.placement import check_fits_local_cluster, check_gpus_per_worker
+from dal_dist.scoring.placement import (check_fits_local_cluster, check_gpus_per_worker, local_cluster_ceiling,
+                                        plan_cpus)
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
 from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
                                      check_batch_memory, check_channels)
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXTRA_SCORES = ("pred_loss", "sraal")  # model outputs scoring can emit besides the MC-dropout acquisitions
 EXECUTORS = ("ray", "local")
+MAX_THREADS = 1024  # torch threads per actor: beyond any node's cores
 # Read/write tasks are light; they must still fit beside the scoring actors. Actors never reserve every
 # CPU of a node: Ray Data's file-listing task asks for a whole one (see `placement.plan_cpus`).
 IO_TASK_CPUS = 0.25
@@ -82,6 +84,7 @@ class ScoringPlan:
     batch_size: int
     seed: int
     overwrite: bool
+    runtime_env: dict[str, Any] | None = None  # what scoring actors need to import a plug-in model's module
 
     @property
     def expected(self) -> int:
@@ -132,6 +135,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     if executor == "local":
         with sigterm_raises():
             return run_local(plan, threads_per_worker, t_call)
+    check_fits_before_start(address, workers, gpus_per_worker, cpus_per_worker, threads_per_worker)
     ray, started_here = start_ray(address)
     if started_here:
         check_fits_local_cluster(ray.cluster_resources(), workers, gpus_per_worker)
@@ -155,6 +159,8 @@ def check_arguments(acquisitions: str | list[str], *, mc_samples: int, workers: 
             raise DalDistError(f"{option} must be an integer >= 1, got {value}")
     if threads_per_worker is not None and (not _is_int(threads_per_worker) or threads_per_worker < 1):
         raise DalDistError(f"--threads-per-worker must be an integer >= 1, got {threads_per_worker}")
+    if threads_per_worker is not None and threads_per_worker > MAX_THREADS:
+        raise DalDistError(f"--threads-per-worker must be <= {MAX_THREADS}, got {threads_per_worker}")
     if cpus_per_worker is not None and not cpus_per_worker >= 0:
         raise DalDistError(f"--cpus-per-worker must be >= 0, got {cpus_per_worker}")
     if gpus_per_worker is not None:
@@ -166,6 +172,20 @@ def check_arguments(acquisitions: str | list[str], *, mc_samples: int, workers: 
     if executor not in EXECUTORS:
         raise DalDistError(f"executor must be 'ray' or 'local', got {executor!r}")
     return names
+
+
+def check_fits_before_start(address: str | None, workers: int, gpus_per_worker: float | None,
+                            cpus_per_worker: float | None, threads_per_worker: int | None) -> None:
+    """Before starting a local Ray (nothing will add nodes to it), refuse what even this machine's
+    totals cannot give; `check_fits_local_cluster` checks again against what Ray then reports."""
+    from dal_dist.ray_connect import starts_local_cluster
+
+    ray = sys.modules.get("ray")
+    if not starts_local_cluster(address) or (ray is not None and ray.is_initialized()):
+        return
+    ceiling = local_cluster_ceiling()
+    check_fits_local_cluster(ceiling, workers, gpus_per_worker, started=False)
+    plan_cpus([ceiling["CPU"]], workers, cpus_per_worker, threads_per_worker)
 
 
 def _is_int(value: Any) -> bool:
@@ -220,7 +240,7 @@ def plan_scoring(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: Pa
                  embedding_source: str, embedding_dtype: str, batch_size: int, seed: int,
                  overwrite: bool) -> ScoringPlan:
     """Structural checks before any work (schema, duplicate ids, checkpoint fit, batch memory) and the plan."""
-    from dal_dist.models import load_checkpoint
+    from dal_dist.models import load_checkpoint, runtime_env_for
     from dal_dist.pool import pool_files, read_ids, validate_pool
 
     info = validate_pool(pool)
@@ -238,7 +258,7 @@ def plan_scoring(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: Pa
                        files=files, pool_rows=info.rows, pool_bytes=info.bytes, labeled_ids=labeled_ids,
                        labeled_in_pool=labeled_in_pool, embed_labeled=embed_labeled,
                        embedding_source=embedding_source, embedding_dtype=embedding_dtype, batch_size=batch_size,
-                       seed=seed, overwrite=overwrite)
+                       seed=seed, overwrite=overwrite, runtime_env=runtime_env_for(model.config))
 
 
 def check_model_fits(model: Any, names: list[str], checkpoint: str | os.PathLike, pool: str | os.PathLike,
@@ -344,7 +364,7 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
                 device=res.device),
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            **res.map_batches_kwargs(),
+            **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )
         write_scores(ds, staging, plan, workers, tracker, progress)
         rows, first, first_rows, last = tracker_times(ray, tracker)
@@ -356,6 +376,14 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
             ray.kill(tracker)
     steady = (rows - first_rows) / (last - first) if first and last and last > first else None
     return plan.summary(written, rejects, t_call, first, steady, workers=workers)
+
+
+def actor_runtime_env(ray: Any, env: dict[str, Any] | None) -> dict[str, Any]:
+    """`runtime_env=` for the scoring actors when a plug-in model's module must reach them (after the job's own)."""
+    from dal_dist.models import merge_runtime_env
+
+    env = merge_runtime_env(env, ray.get_runtime_context().runtime_env)
+    return {"runtime_env": env} if env else {}
 
 
 def start_tracker(ray: Any) -> Any:

@@ -9,6 +9,7 @@ add GPU nodes), but it is reported so a static cluster does not wait silently fo
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,22 +82,38 @@ def plan_actor_resources(cluster: dict[str, float], workers: int, gpus_per_worke
                           num_gpus=gpus_per_actor(gpus_per_worker, workers, float(cluster.get("GPU", 0.0))))
 
 
-def check_fits_local_cluster(cluster: dict[str, float], workers: int, gpus_per_worker: float | None) -> None:
+def check_fits_local_cluster(cluster: dict[str, float], workers: int, gpus_per_worker: float | None,
+                             started: bool = True) -> None:
     """On a cluster dal-dist started itself (nothing will add nodes), refuse requests that could never run.
 
     Elsewhere a request beyond today's resources may wait for an autoscaler (`gpus_per_actor` warns);
     here it would wait forever (GPUs) or start more model-holding actor processes than there are CPUs.
+    `started=False`: `cluster` is `local_cluster_ceiling()`, checked before Ray starts.
     """
     cpus, gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
+    has = "started has" if started else "would start here has at most"
     if gpus_per_worker and gpus_per_worker * workers > gpus + 1e-9:
         raise DalDistError(f"--gpus-per-worker {gpus_per_worker} x --workers {workers} needs "
-                           f"{gpus_per_worker * workers:g} GPUs; the local Ray cluster dal-dist started has {gpus:g} "
+                           f"{gpus_per_worker * workers:g} GPUs; the local Ray cluster dal-dist {has} {gpus:g} "
                            "and nothing will add any (use --gpus-per-worker 0, fewer workers, or --address of a "
                            "cluster with GPUs)")
     if workers > max(1.0, cpus):
-        raise DalDistError(f"--workers {workers}: the local Ray cluster dal-dist started has {cpus:g} CPUs; each "
+        raise DalDistError(f"--workers {workers}: the local Ray cluster dal-dist {has} {cpus:g} CPUs; each "
                            f"worker is a process holding the model, so use --workers <= {max(1, int(cpus))} "
                            "(or --address of a bigger cluster)")
+
+
+def local_cluster_ceiling() -> dict[str, float]:
+    """The most a local Ray started on this machine can have, known before it starts: CPUs (Ray counts at
+    most the machine's) and GPUs (at most what torch, /dev/nvidia* or CUDA_VISIBLE_DEVICES show)."""
+    import glob
+
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = max(torch.cuda.device_count(), len(glob.glob("/dev/nvidia[0-9]*")),
+               len([d for d in visible.split(",") if d.strip()]) if visible else 0)
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
 
 def plan_cpus(node_cpus: list[float], workers: int, cpus_per_worker: float | None,

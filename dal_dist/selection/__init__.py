@@ -8,7 +8,7 @@ The Ray-sharded greedy is `dal_dist.selection.kcenter_sharded.kcenter_greedy_sha
 """
 
 from dal_dist.selection.coreset import select_kcenter
-from dal_dist.selection.dispatch import STRATEGIES, select
+from dal_dist.selection.dispatch import STRATEGIES, check_select_arguments, select
 from dal_dist.selection.hybrid import select_hybrid
 from dal_dist.selection.init import select_kcenter_init
 from dal_dist.selection.kcenter import kcenter_greedy
@@ -16,6 +16,6 @@ from dal_dist.selection.output import check_selection_out, write_selection
 from dal_dist.selection.random import random_ids, select_random
 from dal_dist.selection.topk import merge_topk, select_topk
 
-__all__ = ["STRATEGIES", "check_selection_out", "kcenter_greedy", "merge_topk", "random_ids", "select",
+__all__ = ["STRATEGIES", "check_select_arguments", "check_selection_out", "kcenter_greedy", "merge_topk", "random_ids", "select",
            "select_hybrid", "select_kcenter", "select_kcenter_init", "select_random", "select_topk",
            "write_selection"]

@@ -16,6 +16,7 @@ from dal_dist.pool import read_ids
 from dal_dist.selection.coreset import select_kcenter
 from dal_dist.selection.hybrid import select_hybrid
 from dal_dist.selection.init import select_kcenter_init
+from dal_dist.selection.kcenter import STORAGE_DTYPES
 from dal_dist.selection.random import select_random
 from dal_dist.selection.topk import select_topk
 
@@ -27,16 +28,37 @@ def _table(ids: np.ndarray, **values: np.ndarray) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.int64()), **{k: pa.array(v, pa.float64()) for k, v in values.items()}})
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int = 2, device: str | None = "auto",
+                           storage_dtype: str | None = None) -> None:
+    """Every plain argument of `select` in range, whatever the strategy uses, before any file is read."""
+    if strategy not in STRATEGIES:
+        raise DalDistError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if not _is_int(k) or k <= 0:
+        raise DalDistError(f"k = {k}: expected a positive integer")
+    if not _is_int(seed) or seed < 0:
+        raise DalDistError(f"seed (--seed) = {seed}: expected an integer >= 0")
+    if not _is_int(workers) or workers < 1:
+        raise DalDistError(f"workers (--workers) = {workers}: expected an integer >= 1")
+    if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
+        raise DalDistError(f"storage_dtype (--storage-dtype) = {storage_dtype!r}: expected one of "
+                           f"{', '.join(STORAGE_DTYPES)}")
+    if device not in (None, "auto"):
+        from dal_dist.device import torch_device
+
+        torch_device(device)  # an unknown name, or cuda without a GPU: refused here, not inside a kernel
+
+
 def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
            pool: str | os.PathLike | None = None, labeled: str | os.PathLike | None = None,
            by: str | None = None, candidates: int | None = None, seed: int = 0,
            distributed: bool = False, workers: int = 2, device: str | None = "auto",
            storage_dtype: str | None = None) -> pa.Table:
     """Run one strategy and return the selection table (`id` in pick order, `radius`/`score` where defined)."""
-    if strategy not in STRATEGIES:
-        raise DalDistError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise DalDistError(f"k = {k}: expected a positive integer")
+    check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype)
     if strategy == "kcenter-init":
         if pool is None:
             raise DalDistError("kcenter-init needs --pool DIR (the raw image pool)")

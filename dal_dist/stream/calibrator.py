@@ -61,6 +61,9 @@ class BudgetCalibrator:
         assert expected is not None
         if expected < 1:
             raise ValueError(f"expected stream length must be >= 1, got {expected}")
+        for name, value, least in (("window", window, 1), ("warmup", warmup, 0), ("slack", slack, 0)):
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
         self.budget, self.expected = int(budget), int(expected)
         r0 = self.budget / self.expected if self.expected else 1.0
         # ~20 window items per label keeps the (1 - r) order statistic off the window's maximum.

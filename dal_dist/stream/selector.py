@@ -32,14 +32,17 @@ import pyarrow.parquet as pq
 
 from dal_dist.atomic import write_json_atomic, write_parquet_atomic
 from dal_dist.errors import DalDistError
-from dal_dist.locks import DirectoryLock
+from dal_dist.locks import LOCK_FILE, DirectoryLock
 from dal_dist.stream.calibrator import BudgetCalibrator
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "_stream_state.json"
+MAX_THREADS = 1024  # torch threads: beyond any node's cores
+MAX_POLL_SECONDS = 86_400.0
 STATE_FORMAT = "dal-dist-stream/1"
 DECISIONS_DIR, SELECTED_DIR, LABELS_DIR = "decisions", "selected", "labels"
+OWN_ENTRIES = {STATE_FILE, DECISIONS_DIR, SELECTED_DIR, LABELS_DIR, "rejects", LOCK_FILE}  # what a stream writes
 DECISIONS_SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("arrival", pa.int64()),
                               pa.field("score", pa.float32()), pa.field("threshold", pa.float64()),
                               pa.field("decision", pa.string()), pa.field("reason", pa.string())])
@@ -81,7 +84,9 @@ class StreamSelector:
                  mc_samples: int = 20, seed: int = 0, batch_size: int = 256, window: int | None = None,
                  warmup: int | None = None, slack: int | None = None, oracle: str | None = None,
                  bad_files: str = "skip", threads: int | None = None, device: str | None = None):
+        from dal_dist.device import torch_device
         from dal_dist.scoring import REJECTS_DIR, BatchScorer, parse_acquisitions  # imports torch
+        from dal_dist.scoring.scorer import check_batch_memory
 
         names = parse_acquisitions(acquisition, extra=("pred_loss",))
         if len(names) != 1:
@@ -94,6 +99,12 @@ class StreamSelector:
             raise DalDistError(f"--bad-files must be 'skip' or 'error', got {bad_files!r}")
         if batch_size < 1:
             raise DalDistError(f"--batch-size must be >= 1, got {batch_size}")
+        if seed < 0:
+            raise DalDistError(f"seed (--seed) = {seed}: expected an integer >= 0")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise DalDistError(f"threads (--threads) = {threads}: expected an integer in [1, {MAX_THREADS}]")
+        if device is not None:
+            torch_device(device)  # an unknown name, or cuda without a GPU
         try:
             calibrator = BudgetCalibrator(budget, expected, rate=rate, window=window, warmup=warmup, slack=slack)
         except ValueError as e:
@@ -102,7 +113,7 @@ class StreamSelector:
         if not ckpt.is_file():
             raise DalDistError(f"checkpoint {ckpt}: file not found")
         data = ckpt.read_bytes()
-        self.out = Path(out)
+        self.out = check_stream_out(Path(out))
         self.rejects_dir = self.out / REJECTS_DIR
         self.acquisition = names[0]
         self.batch_size = batch_size
@@ -116,6 +127,7 @@ class StreamSelector:
                                   rejects_dir=str(self.rejects_dir), device=device)
         if self.acquisition == "pred_loss" and not self.scorer.model.has_loss_module:
             raise DalDistError(f"checkpoint {ckpt}: `pred_loss` needs a model trained with Learning Loss")
+        check_batch_memory(self.scorer.model, mc_samples, batch_size, None)
         self._fresh = calibrator
         self.calibrator = calibrator
         self.state: dict[str, Any] = {}
@@ -160,6 +172,11 @@ class StreamSelector:
         still without a footer then are truncated and handled as bad files. None: follow until `stop`
         is set (complete files present then are still taken) or the budget is spent.
         """
+        if not 0 < poll_seconds <= MAX_POLL_SECONDS:
+            raise DalDistError(f"poll_seconds (--poll-seconds) = {poll_seconds}: expected seconds in "
+                               f"(0, {MAX_POLL_SECONDS}]")
+        if idle_timeout is not None and not idle_timeout >= 0:
+            raise DalDistError(f"idle_timeout (--idle-timeout) = {idle_timeout}: expected seconds >= 0")
         source = Path(source)
         if not source.is_dir():
             raise DalDistError(f"{source}: stream source not found (expected a directory of .parquet files)")
@@ -352,6 +369,20 @@ class StreamSelector:
 
 
 # --------------------------------------------------------------------------------------- helpers
+def check_stream_out(out: Path) -> Path:
+    """`out`, refused when it is a file, or a non-empty directory that is not a stream's output (a stream
+    never writes into the user's other data)."""
+    if out.exists() and not out.is_dir():
+        raise DalDistError(f"out (--out) {out}: is a file; expected a stream output directory")
+    if out.is_dir() and not (out / STATE_FILE).is_file():
+        foreign = sorted(n for n in os.listdir(out) if n not in OWN_ENTRIES)
+        if foreign:
+            raise DalDistError(f"out (--out) {out}: holds {', '.join(foreign[:5])}"
+                               f"{' ...' if len(foreign) > 5 else ''} and is not a stream output (no {STATE_FILE}); "
+                               "choose a new or empty directory")
+    return out
+
+
 def parquet_footer_complete(path: str | os.PathLike) -> bool:
     """True when a file ends in a whole Parquet footer (`<metadata><len:4><PAR1>`): its writer has closed it."""
     try:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import enum
 import inspect
 import os
+import re
+import shutil
 import subprocess
 import sys
 import typing
@@ -64,7 +66,8 @@ BASES: dict[str, dict[str, str | None]] = {
     "bench scoring": {"--model": "mnist-cnn", "--image-size": "28", "--n": "8", "--mc-samples": "2",
                       "--batch-size": "8", "--pipeline-n": "8", "--repeats": "1", "--no-pipeline": None},
     "bench kcenter": {"--n": "64", "--dim": "4", "--labeled": "2", "--k": "2", "--ref-picks": "0"},
-    "bench kcenter/sharded": {"--n": "64", "--dim": "4", "--labeled": "2", "--k": "2", "--sharded-workers": "1"},
+    "bench kcenter/sharded": {"--n": "64", "--dim": "4", "--labeled": "2", "--k": "2", "--ref-picks": "0",
+                              "--sharded-workers": "1"},
     "bench soak": {"--rounds": "1", "--pool": "64", "--workers": "1"},
 }
 # The mode in which an option is used (an option the base command ignores would prove nothing).
@@ -82,11 +85,12 @@ BASE_OF = {
 PATH_KINDS = {
     "in_file": {("pool ingest", "--images"), ("pool ingest", "--labels"), ("pool ingest", "--file"),
                 ("score", "--checkpoint"), ("score", "--labeled"), ("select", "--labeled"),
-                ("stream", "--checkpoint"), ("run", "--config"), ("labels import", "file")},
+                ("stream", "--checkpoint"), ("run", "--config"), ("labels import", "file"),
+                ("model init", "--weights")},
     "in_dir": {("pool ingest", "--root"), ("pool info", "path"), ("score", "--pool"), ("select", "--scores"),
                ("select", "--pool"), ("stream", "--source"), ("run", "--resume"), ("status", "run_dir"),
                ("labels import", "--run-dir"), ("report", "run_dirs")},
-    "out_file": {("model init", "--out"), ("select", "--out")},
+    "out_file": {("model init", "--out"), ("select", "--out"), ("report", "--html")},
     "out_dir": {("pool ingest", "--out"), ("pool synth", "--out"), ("score", "--out"), ("stream", "--out"),
                 ("run", "--run-dir"), ("report", "--out")},
 }
@@ -105,7 +109,6 @@ BAD_BY_KIND = {
     "out_file": ["{a_dir}", "{a_file}", ""],
     "out_dir": ["{a_file}", "{pool}", ""],
 }
-NO_GPU = not __import__("torch").cuda.is_available()
 # Values refused by one option only (beyond its kind's).
 EXTRA_BAD = {
     ("pool synth", "--chunk-size"): ["1000"],
@@ -119,15 +122,16 @@ EXTRA_BAD = {
     ("select", "--scores"): ["{pool}", "{a_dir}"],
     ("select", "--pool"): ["{scores}", "{a_dir}"],
     ("select", "--out"): ["{scores}", "{pool}/sel.parquet"],
-    ("select", "--device"): ["cuda"] if NO_GPU else [],
+    ("select", "--device"): ["cuda"],  # without a GPU (skipped where one is present)
     ("stream", "--mc-samples"): ["1"],
     ("stream", "--rate"): ["1.5"],
     ("stream", "--acquisition"): ["bald,entropy"],
-    ("stream", "--device"): ["cuda"] if NO_GPU else [],
+    ("stream", "--device"): ["cuda"],
     ("run", "--resume"): ["{a_dir}"],
     ("status", "run_dir"): ["{a_dir}"],
     ("labels import", "--run-dir"): ["{a_dir}"],
     ("report", "--targets"): ["abc", "", "1.5", "0", "-1", "0.9,x"],
+    ("report", "run_dirs"): ["{a_dir}"],
     ("bench scoring", "--mc-samples"): ["1"],
     ("bench soak", "--kill-prob"): ["1.5"],
 }
@@ -146,12 +150,20 @@ ACCEPTED = {
     ("stream", "--idle-timeout", HUGE): "follow a quiet directory for a long time",
     ("stream", "--warmup", "0"): "decide from the first item",
     ("stream", "--slack", "0"): "follow the even schedule exactly",
+    **{("stream", flag, HUGE): "beyond the stream's length it changes the quantile, not the budget: the "
+                               "calibrator's catch-up and behind rules still spend it on schedule"
+       for flag in ("--window", "--warmup", "--slack")},
     ("bench kcenter", "--labeled", "0"): "no existing centers",
     ("bench kcenter", "--ref-picks", "0"): "0 skips the scikit-learn reference (documented)",
     ("bench kcenter", "--sharded-workers", "0"): "0 runs the single-node benchmark (documented)",
     ("bench soak", "--kill-prob", "0"): "rounds without kills",
-    ("run", "--run-dir", "{pool}"): "an existing directory may become a run (nothing in it is removed)",
     ("report", "--out", "{pool}"): "report files are added to an existing directory",
+}
+
+# Cases the walk found that are not fixed yet (strict: a fix makes the case pass and this entry must go).
+KNOWN_GAPS = {
+    ("report", "--html", "{a_file}"): "an existing file is overwritten (no --overwrite flag yet); the HTML "
+                                      "report's owner decides between refusing and recognising its own page",
 }
 
 
@@ -274,6 +286,7 @@ def test_the_walk_covers_every_command_and_option() -> None:
     assert typer_view - walked - flags == set(NOT_WALKED)
     assert {b.split("/")[0] for b in BASES} == {p.command for p in PARAMS}
     assert all((c, o) in typer_view for (c, o, _v) in ACCEPTED), "an ACCEPTED entry names no option"
+    assert set(KNOWN_GAPS) <= {(c.command, c.option, c.value) for c in CASES}, "a KNOWN_GAPS entry names no case"
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -394,18 +407,34 @@ def check_refused(case: Case, code: int, err: str, args: list[str], root: Path) 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_value_is_refused_before_work(case: Case, walk_dir: Path, capfd: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """One bad value: exit 2, one line naming it, no traceback, nothing created or changed on disk."""
-    if case.value == "cuda" and not NO_GPU:
+    if case.value == "cuda" and __import__("torch").cuda.is_available():
         pytest.skip("a GPU is present: --device cuda is valid here")
+    if (case.command, case.option, case.value) in KNOWN_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_GAPS[case.command, case.option, case.value], strict=True))
     monkeypatch.chdir(walk_dir)  # an empty path means the current directory: the test's own
     args = argv(case, walk_dir)
     before = tree(walk_dir)
-    code, err = run_in_process(args, capfd, monkeypatch)
-    check_refused(case, code, err, args, walk_dir)
-    after = tree(walk_dir)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"dal-dist {' '.join(args)}: changed on disk: {changed}"
+    try:
+        code, err = run_in_process(args, capfd, monkeypatch)
+        check_refused(case, code, err, args, walk_dir)
+        after = tree(walk_dir)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        assert not changed, f"dal-dist {' '.join(args)}: changed on disk: {changed}"
+    finally:
+        remove_new_entries(walk_dir, before)  # a failed case must not change the inputs of the next ones
+
+
+def remove_new_entries(root: Path, before: dict[str, tuple[int, int]]) -> None:
+    """Delete what a case created under root (outermost new entries), leaving what was there."""
+    for rel in sorted(set(tree(root)) - set(before)):
+        p = root / rel
+        if str(Path(rel).parent) in before or Path(rel).parent == Path("."):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
 
 
 # A few cases of each kind through the real entry point (`python -m dal_dist`, a fresh process).
@@ -427,4 +456,5 @@ def test_real_entry_point_refuses_the_same(case_id: str, walk_dir: Path, capfd: 
     assert tree(walk_dir) == before
     monkeypatch.chdir(walk_dir)
     code, err = run_in_process(args, capfd, monkeypatch)
-    assert (code, err.replace("dal-dist", "python -m dal_dist")) == (r.returncode, r.stderr)
+    prog = re.compile(r"(?:python -m )?\S*dal[-_]dist ")  # Click names the program after how it was started
+    assert (code, prog.sub("PROG ", err)) == (r.returncode, prog.sub("PROG ", r.stderr))
