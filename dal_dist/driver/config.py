@@ -15,10 +15,12 @@ Example (see `examples/quickstart.yaml`)::
     stop_at_accuracy: null         # e.g. 0.95: stop at the first round whose model reaches it
     seed: 0
     oracle: simulated              # or human
+    label_studio: null             # human oracle: {document_root, image_root} or {image_url_prefix} (README)
     run_dir: null                  # `--run-dir` overrides
     ray: {address: null}           # null: local Ray (or RAY_ADDRESS)
 
-Relative paths (`pool`, `test_pool`, `run_dir`) are resolved against the config file's directory.
+Relative paths (`pool`, `test_pool`, `run_dir`, `label_studio.document_root`/`image_root`) are resolved
+against the config file's directory.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from dal_dist.driver.strategies import STRATEGIES, STRATEGY_NAMES, SUBSET_STRATEGIES, UNCERTAINTY
 from dal_dist.errors import DalDistError
@@ -43,14 +46,82 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NormalizeSection(_Strict):
+    """Per-channel mean and std the model's input is normalized with (one value: every channel)."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> "NormalizeSection":
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"every std must be > 0, got {self.std}")
+        return self
+
+
 class ModelSection(_Strict):
     """The network trained each round (see dal_dist.models)."""
 
-    name: Literal["mnist-cnn", "resnet18"] = "mnist-cnn"
+    name: str = Field("mnist-cnn", description="mnist-cnn, resnet18-small, resnet18, resnet34, resnet50, "
+                      "efficientnet_b0, convnext_tiny, vit_b_16, or a plug-in 'package.module:factory'")
     dropout: float = Field(0.5, ge=0, lt=1)
     image_size: int | None = Field(None, ge=1)
     in_channels: int | None = Field(None, ge=1)
     num_classes: int | None = Field(None, ge=2, description="default: the pool's num_classes")
+    weights: str | None = Field(None, min_length=1, description="local torchvision state_dict the backbone "
+                                "starts from each round (never downloaded); relative to the config file")
+    normalize: Literal["imagenet", "half", "none"] | NormalizeSection | None = Field(
+        None, description="input normalization; null: the model's default (imagenet for torchvision and plug-ins)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from dal_dist.models import check_model_name
+
+        try:
+            check_model_name(name)
+        except DalDistError as e:
+            raise ValueError(str(e)) from None
+        return name
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _one_normalize_error(cls, value: object) -> object:
+        """One message for a bad `normalize` (not one per member of the union)."""
+        if value is None or isinstance(value, NormalizeSection):
+            return value
+        if isinstance(value, str):
+            if value not in NORMALIZE_NAMES:
+                raise ValueError(f"expected one of {list(NORMALIZE_NAMES)} or {{mean: [...], std: [...]}}")
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"expected one of {list(NORMALIZE_NAMES)} or {{mean: [...], std: [...]}}, "
+                             f"got {type(value).__name__}")
+        try:
+            return NormalizeSection.model_validate(value)
+        except ValidationError as e:
+            raise ValueError("; ".join((f"{_key_path(err['loc'])}: " if err["loc"] else "")
+                                       + ("unknown key" if err["type"] == "extra_forbidden"
+                                          else err["msg"].removeprefix("Value error, "))
+                                       for err in e.errors())) from None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Fields added after runs existed are left out while unset: those runs' config hashes stay valid."""
+        body = handler(self)
+        for key in MODEL_FIELDS_SINCE_HASH:
+            if body.get(key) is None:
+                body.pop(key, None)
+        return body
+
+    def normalize_spec(self) -> str | dict | None:
+        """`normalize` as `dal_dist.models.default_config` takes it."""
+        return self.normalize.model_dump() if isinstance(self.normalize, NormalizeSection) else self.normalize
+
+
+MODEL_FIELDS_SINCE_HASH = ("weights", "normalize")
+OPTIONAL_STRATEGY_FIELDS = ("beta", "clusters")  # strategy options added after runs existed: left out of the hash while unset
+NORMALIZE_NAMES = ("imagenet", "half", "none")
 
 
 class StrategySection(_Strict):
@@ -58,8 +129,17 @@ class StrategySection(_Strict):
 
     name: Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
     by: Literal[UNCERTAINTY] | None = Field(  # type: ignore[valid-type]
-        None, description="hybrid: the score that pre-filters candidates (default bald)")
-    candidates: int | None = Field(None, ge=1, description="hybrid: top-M rows k-center sees (default 10×budget)")
+        None, description="hybrid: the score that pre-filters candidates; powerbald/softmax/softrank: the "
+                          "score sampled by (default bald)")
+    beta: float | None = Field(None, ge=0, allow_inf_nan=False,
+                               description="powerbald/softmax/softrank: the sampling exponent β (Kirsch et al. "
+                               "2023; default 1; larger: closer to top-k, which is strategy bald itself); density: "
+                               "the exponent of the mean similarity (Settles & Craven 2008; default 1)")
+    clusters: int | None = Field(None, ge=1, description="typiclust: the most k-means clusters (Hacohen et al. "
+                                 "2022; default 500); cluster_margin: the clusters of the pool (Citovsky et al. "
+                                 "2021; default √N, at most 1,000)")
+    candidates: int | None = Field(None, ge=1, description="hybrid: top-M rows k-center sees; cluster_margin: "
+                                   "top-M rows by margin (default 10×budget)")
     ll_subset: int = Field(10_000, ge=1, description="learning_loss: random unlabeled subset scored "
                                                      "each round (Yoo & Kweon 2019)")
     subset: int | None = Field(None, ge=1, description="uncertainty strategies: score only a random unlabeled "
@@ -73,16 +153,20 @@ class StrategySection(_Strict):
 
     @model_validator(mode="after")
     def _options_fit(self) -> "StrategySection":
-        if self.by is not None and self.name != "hybrid":
-            raise ValueError(f"`by` is only used by strategy hybrid (strategy {self.name} scores by its own name)")
+        if self.by is not None and not STRATEGIES[self.name].takes_by:
+            by_users = [n for n, s in STRATEGIES.items() if s.takes_by]
+            raise ValueError(f"`by` is only used by the strategies {by_users} (strategy {self.name} scores by "
+                             "its own name)")
+        for key in (*OPTIONAL_STRATEGY_FIELDS, "candidates"):
+            if getattr(self, key) is not None and key not in STRATEGIES[self.name].options:
+                users = [n for n, s in STRATEGIES.items() if key in s.options]
+                raise ValueError(f"`{key}` is only used by the strategies {users}, not {self.name}")
         if self.subset is not None and self.name not in SUBSET_STRATEGIES:
             raise ValueError(f"`subset` applies to the strategies {list(SUBSET_STRATEGIES)}, not {self.name} "
                              f"(learning_loss has ll_subset; k-center needs every embedding)")
         for key in ("sraal", "bgadl"):
             if getattr(self, key) is not None and self.name != key:
                 raise ValueError(f"`{key}` options are only used by strategy {key}, not {self.name}")
-        if self.candidates is not None and self.name != "hybrid":
-            raise ValueError(f"`candidates` is only used by strategy hybrid, not {self.name}")
         return self
 
 
@@ -91,6 +175,30 @@ class InitialSection(_Strict):
 
     kind: Literal["balanced", "random", "kcenter"] = "balanced"
     size: int = Field(20, ge=1)
+
+
+class LabelStudioSection(_Strict):
+    """Human oracle: where Label Studio finds the images of `to_label/tasks.json` (null: inline PNGs)."""
+
+    document_root: str | None = Field(
+        None, description="the folder Label Studio serves as LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, as a path on "
+                          "this machine: images become /data/local-files/?d=<path relative to it>")
+    image_root: str | None = Field(
+        None, description="image-folder pools: the folder they were ingested from (`pool ingest --root`), where "
+                          "the originals named by the pool's `path` column live; needs document_root")
+    image_url_prefix: str | None = Field(
+        None, min_length=1, description="image-folder pools: a URL prefix under which Label Studio reaches the "
+                                        "originals (s3://bucket/photos/, https://host/photos/); data.image = prefix + path")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LabelStudioSection":
+        if self.image_url_prefix is not None and (self.document_root is not None or self.image_root is not None):
+            raise ValueError("give image_url_prefix, or document_root (with image_root for image-folder pools), "
+                             "not both")
+        if self.image_root is not None and self.document_root is None:
+            raise ValueError("image_root needs document_root (the originals are served by Label Studio's local "
+                             "files storage)")
+        return self
 
 
 class RaySection(_Strict):
@@ -118,6 +226,8 @@ class RunConfig(_Strict):
         None, gt=0, le=1, description="end the run at the first round whose model reaches this test accuracy")
     seed: int = Field(0, ge=0)
     oracle: Literal["simulated", "human"] = "simulated"
+    label_studio: LabelStudioSection | None = Field(
+        None, description="human oracle: how Label Studio reaches the images of tasks.json; null: inline PNGs")
     run_dir: str | None = None
     ray: RaySection = Field(default_factory=RaySection)
 
@@ -127,6 +237,8 @@ class RunConfig(_Strict):
             raise ValueError("give exactly one of `rounds` and `total_budget`")
         if self.total_budget is not None and self.total_budget <= self.initial.size:
             raise ValueError(f"total_budget ({self.total_budget}) must exceed initial.size ({self.initial.size})")
+        if self.label_studio is not None and self.oracle != "human":
+            raise ValueError("label_studio options are only used with oracle: human")
         if self.oracle == "human" and self.initial.kind == "balanced":
             raise ValueError("initial.kind balanced peeks at the pool's labels (simulated oracle only); "
                              "use random or kcenter with oracle: human")
@@ -155,9 +267,11 @@ class RunConfig(_Strict):
     def canonical_json(self) -> str:
         """Sorted-key JSON of every field (defaults included): the thing the config hash is taken of."""
         body = self.model_dump(mode="json", exclude={"run_dir"})
-        for key in ("sraal", "bgadl"):  # absent unless set: hashes of runs made before these options stay valid
+        for key in ("sraal", "bgadl", *OPTIONAL_STRATEGY_FIELDS):  # absent unless set: older runs' hashes stay valid
             if body["strategy"].get(key) is None:
                 body["strategy"].pop(key, None)
+        if body.get("label_studio") is None:  # the same for the human oracle's Label Studio options
+            body.pop("label_studio", None)
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
@@ -231,4 +345,11 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
             return p
         return str((base / Path(p).expanduser()).resolve())
 
-    return cfg.model_copy(update={"pool": fix(cfg.pool), "test_pool": fix(cfg.test_pool), "run_dir": fix(cfg.run_dir)})
+    update = {"pool": fix(cfg.pool), "test_pool": fix(cfg.test_pool), "run_dir": fix(cfg.run_dir)}
+    if cfg.model.weights is not None:
+        update["model"] = cfg.model.model_copy(update={"weights": fix(cfg.model.weights)})
+    if cfg.label_studio is not None:
+        ls = cfg.label_studio
+        update["label_studio"] = ls.model_copy(update={"document_root": fix(ls.document_root),
+                                                       "image_root": fix(ls.image_root)})
+    return cfg.model_copy(update=update)

@@ -1,4 +1,5 @@
-"""Reports over run directories: learning curves (PNG + CSV), labels-to-accuracy table, selection grids.
+"""Reports over run directories: learning curves (PNG + CSV), labels-to-accuracy table, selection grids
+(the same, with class histograms, timings and configs, as one HTML page: `dal_dist.driver.report_html`).
 
 Everything is read from the run directories the driver wrote (`run_status` curves, the ledger and the
 pool), so a report can be made while runs are still going and from copies of finished runs.
@@ -72,14 +73,14 @@ def read_curves_csv(path: str | os.PathLike) -> list[Curve]:
             for (s, seed), v in sorted(rows.items())]
 
 
-def summary_table(curves: Sequence[Curve], targets: Sequence[float] = (0.90, 0.95),
-                  by_strategy: bool = True) -> str:
-    """Markdown: labels needed to first reach each test accuracy (mean over seeds per strategy)."""
-    head = f"| {'strategy' if by_strategy else 'run'} | runs | " + " | ".join(f"labels to {t:.0%}" for t in targets) + " | final accuracy (labels) |"
-    lines = [head, "|" + "---|" * (3 + len(targets))]
+def summary_rows(curves: Sequence[Curve], targets: Sequence[float] = (0.90, 0.95),
+                 by_strategy: bool = True) -> list[tuple[str, int, list[str], str]]:
+    """(strategy or run, runs, one cell per target, final accuracy (labels)): labels needed to first reach each
+    test accuracy, mean ± sd over the runs of a group, with how many runs reached it."""
     groups: dict[str, list[Curve]] = {}
     for c in curves:
         groups.setdefault(c.strategy if by_strategy else c.name, []).append(c)
+    rows = []
     for key, cs in groups.items():
         cells = []
         for t in targets:
@@ -91,9 +92,34 @@ def summary_table(curves: Sequence[Curve], targets: Sequence[float] = (0.90, 0.9
                 note = "" if len(ok) == len(cs) else f" ({len(ok)}/{len(cs)} runs reached it)"
                 cells.append(f"{np.mean(ok):.0f}{' ± %.0f' % np.std(ok) if len(ok) > 1 else ''}{note}")
         final = np.mean([c.accuracy[-1] for c in cs])
-        lines.append(f"| {key} | {len(cs)} | " + " | ".join(cells) +
-                     f" | {final:.4f} ({int(np.mean([c.labels[-1] for c in cs]))}) |")
+        rows.append((key, len(cs), cells, f"{final:.4f} ({int(np.mean([c.labels[-1] for c in cs]))})"))
+    return rows
+
+
+def summary_table(curves: Sequence[Curve], targets: Sequence[float] = (0.90, 0.95),
+                  by_strategy: bool = True) -> str:
+    """Markdown: labels needed to first reach each test accuracy (mean over seeds per strategy)."""
+    head = (f"| {'strategy' if by_strategy else 'run'} | runs | " + " | ".join(f"labels to {t:.0%}" for t in targets)
+            + " | final accuracy (labels) |")
+    lines = [head, "|" + "---|" * (3 + len(targets))]
+    for key, n, cells, final in summary_rows(curves, targets, by_strategy):
+        lines.append(f"| {key} | {n} | " + " | ".join(cells) + f" | {final} |")
     return "\n".join(lines) + "\n"
+
+
+def strategy_bands(curves: Sequence[Curve]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """strategy → (labels grid, mean, sd over seeds, runs): each run's accuracy at the grid points it reached
+    (runs of one protocol share the grid), NaN past a run's last round, so a stopped run drops out there."""
+    groups: dict[str, list[Curve]] = {}
+    for c in curves:
+        groups.setdefault(c.strategy, []).append(c)
+    out = {}
+    for strategy, cs in groups.items():
+        grid = np.array(sorted(set().union(*[c.labels for c in cs])), dtype=float)
+        mat = np.array([[np.interp(n, c.labels, c.accuracy, right=np.nan) for n in grid] for c in cs])
+        with np.errstate(invalid="ignore"):
+            out[strategy] = (grid, np.nanmean(mat, axis=0), np.nanstd(mat, axis=0), len(cs))
+    return out
 
 
 def plot_curves(curves: Sequence[Curve], path: str | os.PathLike, title: str = "Test accuracy vs labels") -> None:

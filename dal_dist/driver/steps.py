@@ -215,7 +215,7 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
                acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, workers=ctx.cfg.workers,
                labeled=labeled, embed_labeled=ctx.strategy.embed_labeled,
                seed=round_seed(ctx.cfg.seed, r, "score"), overwrite=True, progress=False,
-               executor=ctx.cfg.executor)
+               executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs)
 
 
 # ----------------------------------------------------------------------------------------- select
@@ -249,9 +249,16 @@ def _acquisition_selection(ctx: RoundContext, r: int, rd: Path) -> pa.Table:
         if st.distributed:
             ctx.ensure_ray()
         return select("kcenter", k, scores=scores, seed=seed, distributed=st.distributed, workers=ctx.cfg.workers)
-    unl = len(ctx.s.pool_ids()) - len(ctx.ledger.ids(before_round=r))  # hybrid
-    return select("hybrid", k, scores=scores, by=st.by or "bald", seed=seed,
-                  candidates=st.candidates or min(unl, max(10 * k, k)))
+    if pick == "hybrid":
+        unl = len(ctx.s.pool_ids()) - len(ctx.ledger.ids(before_round=r))
+        return select("hybrid", k, scores=scores, by=st.by or "bald", seed=seed,
+                      candidates=st.candidates or min(unl, max(10 * k, k)))
+    # Every other pick: its `by` column (when it takes one) and the strategy-section options it declares.
+    options: dict[str, Any] = {key: getattr(st, key) for key in ctx.strategy.options if getattr(st, key) is not None}
+    if ctx.strategy.cluster_file:
+        options["cluster_file"] = ctx.run_dir / ctx.strategy.cluster_file
+    by = ctx.strategy.by_column(st.by) if ctx.strategy.takes_by else None
+    return select(pick, k, scores=scores, by=by, seed=seed, **options)
 
 
 def _initial_selection(ctx: RoundContext) -> pa.Table:
@@ -295,9 +302,12 @@ def label_step(ctx: RoundContext, r: int, rd: Path) -> None:
     if ctx.cfg.oracle == "simulated":
         ctx.ledger.append(r, ids, ctx.oracle().labels(ids), "simulated")
         return
-    from dal_dist.driver.oracle import export_to_label
+    from dal_dist.driver.oracle import TO_LABEL, export_to_label, round_task_info
 
-    out = export_to_label(rd, ids, read_images(ctx.s.pool, ids, ctx.s.image_shape), ctx.s.class_names)
+    if not (rd / TO_LABEL).is_dir():
+        images = read_images(ctx.s.pool, ids, ctx.s.image_shape)
+        export_to_label(rd, ids, images, ctx.s.class_names, round_task_info(ctx.s, r, rd, ids, images))
+    out = rd / TO_LABEL
     raise Paused(r, f"round {r}: {len(ids)} images to label in {out} (to_label.csv, or import tasks.json "
                     f"into Label Studio); then run `dal-dist labels import FILE --run-dir {ctx.run_dir}` "
                     f"and `dal-dist run --resume {ctx.run_dir}`")
@@ -338,7 +348,7 @@ def manifest_step(ctx: RoundContext, r: int, rd: Path) -> None:
         "metrics": layout.read_json(rd / layout.METRICS_JSON),
         "selected_ids": selected,
         "labels_before": before,
-        "labels_count": before + (len(selected) if ctx.ledger.has_round(r) else 0),
+        "labels_count": len(ctx.ledger.ids(before_round=r + 1)),  # a partial human import labels fewer
         "timings": layout.read_json(rd / layout.TIMINGS_JSON) or {},
         "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })

@@ -161,10 +161,7 @@ ACCEPTED = {
 }
 
 # Cases the walk found that are not fixed yet (strict: a fix makes the case pass and this entry must go).
-KNOWN_GAPS = {
-    ("report", "--html", "{a_file}"): "an existing file is overwritten (no --overwrite flag yet); the HTML "
-                                      "report's owner decides between refusing and recognising its own page",
-}
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {}  # (command, option, value) -> why it is not refused yet
 
 
 # ------------------------------------------------------------------------------------------ discovery

@@ -83,7 +83,11 @@ def test_export_files(tmp_path, pools):
     assert Image.open(out / rows[0]["image"]).size == (28, 28)
     tasks = json.loads((out / "tasks.json").read_text())
     assert [t["data"]["dal_id"] for t in tasks] == sel.tolist()
-    assert all(not Path(t["data"]["image"]).is_absolute() for t in tasks)
+    import base64
+
+    for t, r in zip(tasks, rows):  # without label_studio options the image is the exported PNG, inline
+        png = (out / r["image"]).read_bytes()
+        assert t["data"]["image"] == "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     assert "zero" in (out / "label_config.xml").read_text()
     assert run_status(run_dir)["next"] == {"round": 0, "step": "label"}
     # Resuming while labels are pending pauses again, exporting nothing new.
@@ -103,7 +107,8 @@ def test_human_round_trip_csv_then_label_studio_json_then_resume(tmp_path, pools
     truth = SimulatedOracle(pools[0]).labels(sel)  # the "human" answers correctly
     csv_file = _write_csv(tmp_path / "labels.csv", [(int(i), int(t)) for i, t in zip(sel, truth)])
     res = import_labels(run_dir, csv_file)
-    assert res == {"round": 0, "labels": len(sel), "ledger": str(run_dir.resolve() / "labels")}
+    assert res == {"round": 0, "labels": len(sel), "ledger": str(run_dir.resolve() / "labels"), "format": "csv",
+                   "unlabeled": [], "conflicts": []}
     t = LabelLedger(run_dir).table()
     assert t.column("id").to_pylist() == sel.tolist() and t.column("label").to_pylist() == truth.tolist()
     assert set(t.column("source").to_pylist()) == {"human"}

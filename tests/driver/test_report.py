@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 
-from dal_dist.driver.report import Curve, plot_curves, read_curves_csv, summary_table, write_curves_csv
+from dal_dist.driver.report import (Curve, plot_curves, read_curves_csv, strategy_bands, summary_table,
+                                    write_curves_csv)
 
 
 def _curves():
@@ -41,3 +43,13 @@ def test_plot_writes_a_png(tmp_path):
     plot_curves(_curves(), tmp_path / "p.png")
     img = Image.open(tmp_path / "p.png")
     assert img.format == "PNG" and img.size[0] > 400
+
+
+def test_strategy_bands_are_mean_and_sd_over_seeds_and_a_stopped_run_drops_out():
+    stopped = Curve("d", "random", 1, [20, 30], [0.5, 0.7])
+    bands = strategy_bands(_curves() + [stopped])
+    grid, mean, sd, n = bands["bald"]
+    assert n == 2 and grid.tolist() == [20, 30, 40, 50]
+    assert np.allclose(mean, [0.5, 0.885, 0.92, 0.95]) and np.allclose(sd, [0, 0.025, 0.01, 0.01])
+    grid, mean, sd, n = bands["random"]
+    assert n == 2 and np.allclose(mean, [0.5, 0.65, 0.7, 0.8]) and np.allclose(sd, [0, 0.05, 0, 0])
