@@ -43,7 +43,8 @@ _EXPORTS = {
     # driver: resumable rounds
     "run": "dal_dist.driver", "RunConfig": "dal_dist.driver", "load_config": "dal_dist.driver",
     "parse_config": "dal_dist.driver", "run_status": "dal_dist.driver", "import_labels": "dal_dist.driver",
-    "LabelLedger": "dal_dist.driver", "RunOutcome": "dal_dist.driver",
+    "LabelLedger": "dal_dist.driver", "RunOutcome": "dal_dist.driver", "make_report": "dal_dist.driver",
+    "write_html_report": "dal_dist.driver",
 }
 
 __all__ = sorted([*_EXPORTS, "DalDistError", "__version__"])
@@ -64,8 +65,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only: the real imports happen in __getattr__
-    from dal_dist.driver import (LabelLedger, RunConfig, RunOutcome, import_labels, load_config, parse_config,
-                                 run, run_status)
+    from dal_dist.driver import (LabelLedger, RunConfig, RunOutcome, import_labels, load_config, make_report,
+                                 parse_config, run, run_status, write_html_report)
     from dal_dist.models import ModelConfig, build_model, default_config, load_checkpoint, save_checkpoint
     from dal_dist.pool import (decode_images, ingest_image_folder, ingest_mnist_idx, ingest_npz, iter_batches,
                                synth_pool, validate_pool, write_pool)
