@@ -29,10 +29,10 @@ _EXPORTS = {
     "ingest_npz": "dal_dist.pool", "synth_pool": "dal_dist.pool",
     # models
     "ModelConfig": "dal_dist.models", "build_model": "dal_dist.models", "default_config": "dal_dist.models",
-    "load_checkpoint": "dal_dist.models", "save_checkpoint": "dal_dist.models",
+    "load_checkpoint": "dal_dist.models", "save_checkpoint": "dal_dist.models", "register_model": "dal_dist.models",
     # scoring
     "score_pool": "dal_dist.scoring", "ScoreSummary": "dal_dist.scoring", "BatchScorer": "dal_dist.scoring",
-    "read_scores_table": "dal_dist.scoring",
+    "read_scores_table": "dal_dist.scoring", "embed_pool": "dal_dist.scoring",
     # training
     "train": "dal_dist.training", "evaluate": "dal_dist.training", "TrainConfig": "dal_dist.training",
     # selection
@@ -67,10 +67,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs only: the real imports happen in __getattr__
     from dal_dist.driver import (LabelLedger, RunConfig, RunOutcome, import_labels, load_config, make_report,
                                  parse_config, run, run_status, write_html_report)
-    from dal_dist.models import ModelConfig, build_model, default_config, load_checkpoint, save_checkpoint
+    from dal_dist.models import (ModelConfig, build_model, default_config, load_checkpoint, register_model,
+                                 save_checkpoint)
     from dal_dist.pool import (decode_images, ingest_image_folder, ingest_mnist_idx, ingest_npz, iter_batches,
                                synth_pool, validate_pool, write_pool)
-    from dal_dist.scoring import BatchScorer, ScoreSummary, read_scores_table, score_pool
+    from dal_dist.scoring import BatchScorer, ScoreSummary, embed_pool, read_scores_table, score_pool
     from dal_dist.selection import kcenter_greedy, select, write_selection
     from dal_dist.stream import BudgetCalibrator, StreamSelector
     from dal_dist.training import TrainConfig, evaluate, train

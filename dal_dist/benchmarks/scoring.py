@@ -50,14 +50,14 @@ def _rate(fn: Any, n_images: int, repeats: int) -> float:
     return n_images / best
 
 
-def run(model: str = "resnet18", image_size: int = 32, n: int = 1024, mc_samples: int = 20,
+def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_samples: int = 20,
         batch_size: int = 256, pipeline_n: int = 16384, workers: int = 1, repeats: int = 3,
         seed: int = 0, pipeline: bool = True) -> dict[str, Any]:
     """Measure the three throughputs in one process and return them with their ratios."""
     from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.scoring import BatchScorer
 
-    channels = 3 if model == "resnet18" else 1
+    channels = 1 if model == "mnist-cnn" else 3
     config = default_config(model, 10, in_channels=channels, image_size=image_size, seed=seed)
     net = build_model(config)
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("scoring")
 def scoring(
-    model: str = typer.Option("resnet18", "--model"),
+    model: str = typer.Option("resnet18-small", "--model"),
     image_size: int = typer.Option(32, "--image-size", min=8, max=4096),
     n: int = typer.Option(1024, "--n", min=1, help="Images for the in-process forward/BALD comparison."),
     mc_samples: int = typer.Option(20, "--mc-samples", min=2),
@@ -38,7 +38,7 @@ def scoring(
 
     if mc_samples > MAX_MC_SAMPLES:
         raise DalDistError(f"--mc-samples {mc_samples}: expected at most {MAX_MC_SAMPLES}")
-    pixels = image_size * image_size * (3 if model == "resnet18" else 1)
+    pixels = image_size * image_size * (1 if model == "mnist-cnn" else 3)
     checks.check_fits_memory(f"--n {n} images of {image_size}x{image_size}", n * pixels)
     checks.check_fits_memory(f"--batch-size {batch_size} (float32 model inputs)", batch_size * pixels * 4)
     checks.check_fits_disk(f"--pipeline-n {pipeline_n} images of {image_size}x{image_size}", pipeline_n * pixels,
@@ -107,3 +107,25 @@ def soak(
     from dal_dist.benchmarks import soak as bench
 
     bench.main(rounds=rounds, pool_rows=pool, kill_prob=kill_prob, seed=seed, workers=workers)
+
+
+@bench_app.command("select")
+def select(
+    n: int = typer.Option(100_000, "--n", min=1, help="Candidate rows (seeded synthetic scores/embeddings/probs)."),
+    k: int = typer.Option(100, "--k", min=1, help="Batch size picked."),
+    dim: int = typer.Option(64, "--dim", min=1, help="Embedding width."),
+    classes: int = typer.Option(10, "--classes", min=2, help="Classes of the probabilities (badge)."),
+    strategy: str = typer.Option(None, "--strategy", help="Comma list (default: every benchmarked strategy)."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Per strategy: seconds and peak RSS of one batch pick, one JSON line each (each in its own process)."""
+    from dal_dist.benchmarks import select as bench
+
+    names = tuple(s.strip() for s in strategy.split(",")) if strategy else bench.BENCH_STRATEGIES
+    unknown = [s for s in names if s not in bench.BENCH_STRATEGIES]
+    if unknown:
+        raise DalDistError(f"--strategy {','.join(unknown)}: expected names from {', '.join(bench.BENCH_STRATEGIES)}")
+    if k > n:
+        raise DalDistError(f"--k {k}: more picks than the --n {n} candidate rows")
+    checks.check_fits_memory(f"--n {n} rows x (--dim {dim} + --classes {classes})", 2 * n * (dim + classes + 4) * 4)
+    bench.main(names, n=n, k=k, dim=dim, classes=classes, seed=seed)

@@ -139,7 +139,7 @@ class StrategySection(_Strict):
                                  "2022; default 500); cluster_margin: the clusters of the pool (Citovsky et al. "
                                  "2021; default √N, at most 1,000)")
     candidates: int | None = Field(None, ge=1, description="hybrid: top-M rows k-center sees; cluster_margin: "
-                                   "top-M rows by margin (default 10×budget)")
+                                   "top-M rows by margin; batchbald: top-M rows by bald (default 10×budget)")
     ll_subset: int = Field(10_000, ge=1, description="learning_loss: random unlabeled subset scored "
                                                      "each round (Yoo & Kweon 2019)")
     subset: int | None = Field(None, ge=1, description="uncertainty strategies: score only a random unlabeled "

@@ -149,17 +149,36 @@ def _square_side(shape: tuple[int, int, int] | None) -> int | None:
 
 
 def _task_model_config(ctx: RoundContext, r: int) -> Any:
-    """The task model of round r: the configured architecture sized to the pool's images and classes."""
+    """The task model of round r: the configured architecture sized to the pool's images and classes.
+
+    Pretrained weights fix the input channels (RGB: grey images are converted, the first conv is not
+    swapped). A run keeps the architecture it started with: one begun when `resnet18` meant today's
+    `resnet18-small` (3x3 stem) goes on training that one."""
     from dal_dist.models import default_config
 
-    extra: dict[str, Any] = {"dropout": ctx.cfg.model.dropout}
+    m = ctx.cfg.model
+    extra: dict[str, Any] = {"dropout": m.dropout}
     if ctx.strategy.learning_loss:
         extra["learning_loss"] = True
     shape = ctx.s.image_shape
-    return default_config(ctx.cfg.model.name, ctx.s.num_classes,
-                          in_channels=ctx.cfg.model.in_channels or (shape[2] if shape else None),
-                          image_size=ctx.cfg.model.image_size or _square_side(shape),
-                          seed=round_seed(ctx.cfg.seed, r, "model"), **extra)
+    channels = m.in_channels or (None if m.weights else shape[2] if shape else None)
+    return default_config(_pinned_architecture(ctx), ctx.s.num_classes, in_channels=channels,
+                          image_size=m.image_size or _square_side(shape), seed=round_seed(ctx.cfg.seed, r, "model"),
+                          weights=m.weights, normalize=m.normalize_spec(), **extra)
+
+
+def _pinned_architecture(ctx: RoundContext) -> str:
+    """The model name the run's existing checkpoints were built with, when the config's name changed meaning."""
+    name = ctx.cfg.model.name
+    if name != "resnet18":
+        return name
+    for r in range(1, ctx.cfg.num_rounds() + 2):
+        path = layout.round_dir(ctx.run_dir, r) / CHECKPOINT_FILE
+        if path.is_file():
+            from dal_dist.models import load_checkpoint
+
+            return load_checkpoint(path).config.name
+    return name
 
 
 def _train_selector(ctx: RoundContext, r: int, rd: Path, ids: np.ndarray, labels: np.ndarray,
@@ -257,6 +276,8 @@ def _acquisition_selection(ctx: RoundContext, r: int, rd: Path) -> pa.Table:
     options: dict[str, Any] = {key: getattr(st, key) for key in ctx.strategy.options if getattr(st, key) is not None}
     if ctx.strategy.cluster_file:
         options["cluster_file"] = ctx.run_dir / ctx.strategy.cluster_file
+    if ctx.strategy.reruns_model:
+        options.update(pool=ctx.s.pool, checkpoint=rd / ctx.strategy.checkpoint, mc_samples=st.mc_samples)
     by = ctx.strategy.by_column(st.by) if ctx.strategy.takes_by else None
     return select(pick, k, scores=scores, by=by, seed=seed, **options)
 

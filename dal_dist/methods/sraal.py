@@ -1,6 +1,6 @@
 """SRAAL: State-Relabeling Adversarial Active Learning (Zhang et al., CVPR 2020, arXiv:2004.04943).
 
-The model (`SRAALModel`, registered as `"sraal"` in `dal_dist.models.nets`) is one network:
+The model (`SRAALModel`, registered as `"sraal"` in `dal_dist.models.registry`) is one network:
 
   * a shared CNN encoder (`features`) with two FC heads: the *unsupervised image reconstructor*, a VAE
     posterior q(z_u|x) whose sample feeds a deconvolutional decoder (trained on labeled and unlabeled

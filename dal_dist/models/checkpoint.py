@@ -1,11 +1,16 @@
 """Model checkpoints: one file, `{"format", "config" (JSON), "state_dict", "extra" (JSON)}`.
 
 Loaded with `weights_only=True`, so a file holding pickled code is refused; the stored config rebuilds
-the architecture through the registry and the weights must fit it exactly.
+the architecture through the registry and the weights must fit it exactly. A plug-in model's config
+names its factory ("package.module:factory"): loading its checkpoint imports that module.
+
+Format 1 (before the torchvision architectures) named the 32-px ResNet-18 "resnet18"; such a file loads
+as what it is: "resnet18-small" (its 3x3 stem), or "resnet18" where it had the 7x7 stem (inputs > 64 px).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -15,9 +20,10 @@ import torch
 from dal_dist.atomic import atomic_path
 from dal_dist.errors import DalDistError
 from dal_dist.models.base import DALModel, ModelConfig
-from dal_dist.models.nets import build_model
+from dal_dist.models.registry import build_model
 
-CHECKPOINT_FORMAT = "dal-dist-checkpoint/1"
+CHECKPOINT_FORMAT = "dal-dist-checkpoint/2"
+LEGACY_FORMAT = "dal-dist-checkpoint/1"  # "resnet18" meant the small-input variant when inputs were <= 64 px
 CHECKPOINT_FILE = "model.pt"  # a round's trained model, and the file a Ray Train worker reports
 
 
@@ -44,18 +50,32 @@ def load_checkpoint(path: str | os.PathLike, expect_name: str | None = None) -> 
         raise DalDistError(f"checkpoint {path}: refused or unreadable with weights_only=True "
                            f"(a dal-dist checkpoint holds only tensors and JSON): {type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
         raise DalDistError(f"checkpoint {path}: not a dal-dist checkpoint (expected format "
                            f"{CHECKPOINT_FORMAT!r} with `config` and `state_dict`)")
     try:
         config = ModelConfig.from_json(payload["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise DalDistError(f"checkpoint {path}: field `config` is not a valid model config: {e}") from e
+    if fmt == LEGACY_FORMAT:
+        config = legacy_config(config)
     if expect_name is not None and config.name != expect_name:
         raise DalDistError(f"checkpoint {path}: holds model {config.name!r}, expected {expect_name!r}")
-    model = build_model(config)
+    try:
+        model = build_model(config, load_pretrained=False)  # the state dict below replaces any weights
+    except DalDistError as e:
+        raise DalDistError(f"checkpoint {path}: {e}") from e
     _load_state(model, payload["state_dict"], path)
     return model.eval()
+
+
+def legacy_config(config: ModelConfig) -> ModelConfig:
+    """A format-1 config under today's names: its "resnet18" was the small-input variant unless inputs were > 64 px."""
+    if config.name != "resnet18":
+        return config
+    small = config.extra.get("small_input", config.image_size <= 64)
+    return dataclasses.replace(config, name="resnet18-small" if small else "resnet18")
 
 
 def _load_state(model: DALModel, state: dict[str, torch.Tensor], path: str) -> None:

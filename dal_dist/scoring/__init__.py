@@ -8,9 +8,10 @@ progress actor.
 
 from dal_dist.interrupts import Terminated
 from dal_dist.scoring.acquisition import ACQUISITIONS, parse_acquisitions, score_all
+from dal_dist.scoring.embed import embed_pool
 from dal_dist.scoring.pipeline import ScoreSummary, score_pool
 from dal_dist.scoring.publish import REJECTS_DIR, SCORES_MARKER, read_scores_table
 from dal_dist.scoring.scorer import BatchScorer, output_schema
 
-__all__ = ["ACQUISITIONS", "REJECTS_DIR", "SCORES_MARKER", "BatchScorer", "ScoreSummary", "Terminated",
+__all__ = ["ACQUISITIONS", "REJECTS_DIR", "SCORES_MARKER", "BatchScorer", "ScoreSummary", "Terminated", "embed_pool",
            "output_schema", "parse_acquisitions", "read_scores_table", "score_all", "score_pool"]

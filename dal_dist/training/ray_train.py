@@ -22,7 +22,7 @@ import torch
 
 from dal_dist.atomic import atomic_path
 from dal_dist.errors import DalDistError
-from dal_dist.models import CHECKPOINT_FILE
+from dal_dist.models import CHECKPOINT_FILE, ray_runtime_env, runtime_env_for
 from dal_dist.training.worker import TrainingJob, TrainResult, WorkerContext, fit_and_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def fit_on_ray_train(job: TrainingJob, data: dict[str, np.ndarray | None],
         trainer = TorchTrainer(
             ray_worker_loop, train_loop_config=loop_config,
             scaling_config=ray.train.ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu),
-            run_config=_run_config(storage, f"{job.name}-{Path(out_checkpoint).stem}-{uuid.uuid4().hex[:8]}"),
+            run_config=_run_config(storage, f"{job.name}-{Path(out_checkpoint).stem}-{uuid.uuid4().hex[:8]}",
+                                   worker_env(ray, job)),
         )
         result = trainer.fit()
         if result.checkpoint is None:
@@ -110,10 +111,30 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _run_config(storage: Path, name: str) -> Any:
+def worker_env(ray: Any, job: TrainingJob) -> dict[str, Any] | None:
+    """The train workers' runtime_env when a plug-in model's module must reach them (after the job's own)."""
+    env = runtime_env_for(job.model_config)
+    if not env:
+        return None
+    if not ray.is_initialized():  # TorchTrainer would start a local Ray; start it here, to upload to it
+        from dal_dist.ray_connect import connect
+
+        connect(None)
+    return ray_runtime_env(env, ray.get_runtime_context().runtime_env)
+
+
+def _run_config(storage: Path, name: str, worker_runtime_env: dict[str, Any] | None = None) -> Any:
+    import inspect
+
     import ray.train
 
     kwargs: dict[str, Any] = {"name": name, "storage_path": str(storage)}
+    if worker_runtime_env:
+        if "worker_runtime_env" not in inspect.signature(ray.train.RunConfig).parameters:
+            raise DalDistError("a plug-in model's module reaches Ray Train workers through RunConfig."
+                               "worker_runtime_env (Ray Train V2); set RAY_TRAIN_V2_ENABLED=1 or install the "
+                               "module on every node")
+        kwargs["worker_runtime_env"] = worker_runtime_env
     if hasattr(ray.train, "LoggingConfig"):  # Train V2: keep the controller's INFO lines off the console
         kwargs["logging_config"] = ray.train.LoggingConfig(log_level="WARNING")
     return ray.train.RunConfig(**kwargs)

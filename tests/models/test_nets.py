@@ -16,7 +16,7 @@ from dal_dist.models import (MODEL_FACTORIES, build_model, default_config, mc_he
 PACKAGE = Path(__file__).resolve().parents[2] / "dal_dist"
 
 
-@pytest.fixture(params=["mnist-cnn", "resnet18"])
+@pytest.fixture(params=["mnist-cnn", "resnet18-small"])
 def model(request):
     size = 28 if request.param == "mnist-cnn" else 16
     return build_model(default_config(request.param, 10, image_size=size, seed=3))
@@ -98,7 +98,7 @@ def test_model_init_is_seeded():
 
 
 def test_preprocess_converts_channels_and_size():
-    cfg = default_config("resnet18", 10, image_size=32)
+    cfg = default_config("resnet18-small", 10, image_size=32)
     imgs = torch.randint(0, 256, (2, 28, 28, 1), dtype=torch.uint8)
     x = preprocess(imgs, cfg)
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
@@ -133,13 +133,18 @@ def test_models_and_training_never_import_methods():
 
 def test_a_fresh_process_loads_checkpoints_of_every_registered_name(tmp_path):
     """Checkpoints name their model; a process that imported nothing but `dal_dist.models` rebuilds each."""
-    for name in MODEL_FACTORIES:
-        size = 16 if name == "resnet18" else 28
+    names = ["mnist-cnn", "resnet18-small", "resnet18", "efficientnet_b0", "embedding-head", "sraal"]  # one per factory
+    assert {MODEL_FACTORIES[n] for n in names} == set(MODEL_FACTORIES.values())
+    for name in names:
+        size = {"resnet18-small": 16, "resnet18": 32, "efficientnet_b0": 32, "embedding-head": 1}.get(name, 28)
         save_checkpoint(build_model(default_config(name, 10, image_size=size, seed=2)), tmp_path / f"{name}.pt")
     code = ("import sys; from dal_dist.models import load_checkpoint\n"
-            "for p in sys.argv[1:]: print(type(load_checkpoint(p)).__name__, 'dal_dist.methods' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, *(str(tmp_path / f"{n}.pt") for n in MODEL_FACTORIES)],
+            "for p in sys.argv[1:]: m = load_checkpoint(p); "
+            "print(type(m).__name__, m.config.name, 'dal_dist.methods' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *(str(tmp_path / f"{n}.pt") for n in names)],
                          capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     # A method's module is imported only when a checkpoint of its model is loaded.
-    assert out.stdout.split() == ["MnistCNN", "False", "ResNet18", "False", "SRAALModel", "True"]
+    assert out.stdout.split() == ["MnistCNN", "mnist-cnn", "False", "ResNet", "resnet18-small", "False",
+                                  "ResNet", "resnet18", "False", "TorchvisionNet", "efficientnet_b0", "False",
+                                  "EmbeddingHead", "embedding-head", "False", "SRAALModel", "sraal", "True"]

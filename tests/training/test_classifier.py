@@ -180,7 +180,7 @@ def _images(n, c=1):
     (_images(4), np.arange(4).astype(np.float64), "expected a 1-D integer array"),
 ])
 def test_invalid_inputs_are_rejected_with_clear_messages(images, labels, message, tmp_path):
-    config = default_config("resnet18", 10, in_channels=3, image_size=28) if images.ndim == 4 and \
+    config = default_config("resnet18-small", 10, in_channels=3, image_size=28) if images.ndim == 4 and \
         images.shape[-1] == 2 else default_config("mnist-cnn", 10)
     with pytest.raises(DalDistError, match=message):
         train(config, images, labels, TrainConfig(), tmp_path / "x.pt")

@@ -1,0 +1,127 @@
+"""Embed once: `id, embedding` of every pool row from a backbone, with the scoring job's exactly-once contract.
+
+The backbone is a model by name (a torchvision architecture with local `weights`, a plug-in) or a
+trained checkpoint; its `features(x)` (deterministic, dropout off) of every row are written as
+float16 (default) or float32. The job is `score_pool`'s: checks before Ray starts, Ray Data actors (or
+this process), a staging directory verified (one row per pool id, rejects apart) and renamed into place.
+Rounds that train only a dropout head then score many times over these rows without decoding an image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from dal_dist.errors import DalDistError
+from dal_dist.interrupts import sigterm_raises
+from dal_dist.scoring.pipeline import (ScoreSummary, ScoringPlan, check_arguments, check_fits_before_start,
+                                       check_output, run_local, run_ray, start_ray)
+from dal_dist.scoring.placement import check_fits_local_cluster
+from dal_dist.scoring.scorer import BatchScorer, check_batch_memory, check_channels, feature_dim
+
+EMBEDDINGS_KIND = "embeddings"  # `kind` in the output's marker: what `model.embeddings` of a run config reads
+
+
+class BatchEmbedder(BatchScorer):
+    """`BatchScorer`'s decode → preprocess → backbone, and only that: `id, embedding` per row."""
+
+    @torch.inference_mode()
+    def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
+        from dal_dist.models import preprocess
+
+        if len(ids) == 0:
+            return self.empty_table()
+        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
+        emb = self.model.features(x).float().cpu().numpy().astype(self.embedding_dtype)
+        return pa.table({"id": pa.array(ids, type=pa.int64()),
+                         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
+
+    def empty_table(self) -> pa.Table:
+        return embeddings_schema(feature_dim(self.model), self.embedding_dtype).empty_table()
+
+
+def embeddings_schema(dim: int, dtype: Any = np.float16) -> pa.Schema:
+    """`id` and a fixed-size `embedding` list (float16 or float32)."""
+    etype = pa.float16() if np.dtype(dtype) == np.float16 else pa.float32()
+    return pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("embedding", pa.list_(etype, dim))])
+
+
+@dataclass
+class EmbeddingPlan(ScoringPlan):
+    """A scoring plan with nothing to score: every row, backbone features, and what made them."""
+
+    model_name: str = ""
+
+    def marker(self) -> dict[str, Any]:
+        return {"kind": EMBEDDINGS_KIND, "model": self.model_name, "embedding_dtype": self.embedding_dtype}
+
+
+def embed_pool(pool: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
+               checkpoint: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+               image_size: int | None = None, normalize: Any = None, embedding_dtype: str = "float16",
+               workers: int = 1, gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
+               threads_per_worker: int | None = None, batch_size: int = 256, overwrite: bool = False,
+               progress: bool = True, executor: str = "ray", address: str | None = None) -> ScoreSummary:
+    """Write `id, embedding` for every row of a pool: the backbone of `model` (+ `weights`) or of `checkpoint`.
+
+    Everything is checked before Ray starts; an interrupt or error publishes nothing (see `score_pool`).
+    """
+    t_call = time.time()
+    check_arguments("bald", mc_samples=2, workers=workers, batch_size=batch_size,
+                    threads_per_worker=threads_per_worker, cpus_per_worker=cpus_per_worker,
+                    gpus_per_worker=gpus_per_worker, embedding_source="backbone", embedding_dtype=embedding_dtype,
+                    executor=executor)
+    if (model is None) == (checkpoint is None):
+        raise DalDistError("embed: give exactly one of --model (a model name) and --checkpoint (a trained model)")
+    if checkpoint is not None and (weights is not None or image_size is not None or normalize is not None):
+        raise DalDistError("embed: --weights, --image-size and --normalize describe a model by name; a checkpoint "
+                           "carries its own")
+    out = check_output(out, {"pool": pool, "checkpoint": checkpoint, "weights": weights}, overwrite)
+    with tempfile.TemporaryDirectory(prefix="dal-dist-embed-") as tmp:
+        plan = plan_embedding(pool, out, model, checkpoint, weights, image_size, normalize, embedding_dtype,
+                              batch_size, overwrite, Path(tmp))
+        if executor == "local":
+            with sigterm_raises():
+                return run_local(plan, threads_per_worker, t_call, scorer_cls=BatchEmbedder)
+        check_fits_before_start(address, workers, gpus_per_worker, cpus_per_worker, threads_per_worker)
+        ray, started_here = start_ray(address)
+        if started_here:
+            check_fits_local_cluster(ray.cluster_resources(), workers, gpus_per_worker)
+        with sigterm_raises():
+            return run_ray(ray, plan, workers=workers, gpus_per_worker=gpus_per_worker,
+                           cpus_per_worker=cpus_per_worker, threads_per_worker=threads_per_worker,
+                           progress=progress, t_call=t_call, scorer_cls=BatchEmbedder)
+
+
+def plan_embedding(pool: str | os.PathLike, out: Path | str, model: str | None, checkpoint: str | os.PathLike | None,
+                   weights: str | os.PathLike | None, image_size: int | None, normalize: Any, embedding_dtype: str,
+                   batch_size: int, overwrite: bool, tmp: Path) -> EmbeddingPlan:
+    """The pool checked, the backbone built once here (weights read here, not on every worker), and the plan."""
+    from dal_dist.models import build_model, default_config, load_checkpoint, runtime_env_for, save_checkpoint
+    from dal_dist.pool import pool_files, validate_pool
+
+    info = validate_pool(pool)
+    if checkpoint is not None:
+        net = load_checkpoint(checkpoint)
+        path = Path(checkpoint)
+    else:
+        config = default_config(model, max(2, info.num_classes or 2), image_size=image_size, normalize=normalize,
+                                weights=weights)
+        net = build_model(config)
+        path = tmp / "backbone.pt"
+        save_checkpoint(net, path)  # what the actors load: the weights travel once, through the object store
+    check_channels(net, info.image_shape, str(pool))
+    check_batch_memory(net, 2, batch_size, info.image_shape)
+    return EmbeddingPlan(pool=pool, checkpoint=path, out=out, acquisitions=[], mc_samples=2, files=pool_files(pool),
+                         pool_rows=info.rows, pool_bytes=info.bytes, labeled_ids=None, labeled_in_pool=0,
+                         embed_labeled=False, embedding_source="backbone", embedding_dtype=embedding_dtype,
+                         batch_size=batch_size, seed=0, overwrite=overwrite, runtime_env=runtime_env_for(net.config),
+                         model_name=net.config.name)
