@@ -121,7 +121,7 @@ def select(
     """Per strategy: seconds and peak RSS of one batch pick, one JSON line each (each in its own process)."""
     from dal_dist.benchmarks import select as bench
 
-    names = tuple(s.strip() for s in strategy.split(",")) if strategy else bench.BENCH_STRATEGIES
+    names = tuple(s.strip() for s in strategy.split(",")) if strategy is not None else bench.BENCH_STRATEGIES
     unknown = [s for s in names if s not in bench.BENCH_STRATEGIES]
     if unknown:
         raise DalDistError(f"--strategy {','.join(unknown)}: expected names from {', '.join(bench.BENCH_STRATEGIES)}")

@@ -33,6 +33,8 @@ def score(
     embedding_dtype: str = typer.Option("float16", "--embedding-dtype", help="float16 or float32."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per scoring batch."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the dropout masks."),
+    keep_probs: bool = typer.Option(False, "--keep-probs", help="Also write `probs`: the mean softmax with "
+                                    "dropout off, C floats per row (what `select --strategy badge` needs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
@@ -47,7 +49,7 @@ def score(
                          workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
-                         seed=seed, overwrite=overwrite, address=address)
+                         seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs)
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

@@ -58,6 +58,7 @@ class RoundContext:
         self.log = log
         self._oracle: Any = None
         self._test: tuple[np.ndarray, np.ndarray] | None = None
+        self._image_read: tuple[tuple[int, int, int] | None, bool] | None = None
 
     def oracle(self) -> Any:
         """The simulated oracle (built on first use: a human-oracle run never reads the pool's labels)."""
@@ -70,8 +71,21 @@ class RoundContext:
     def test_set(self) -> tuple[np.ndarray, np.ndarray]:
         """The decoded test pool, read once per driver invocation."""
         if self._test is None:
-            self._test = read_labeled_images(self.s.test_pool, self.s.image_shape)
+            shape, photo = self.image_read()
+            self._test = read_labeled_images(self.s.test_pool, shape, photo=photo)
         return self._test
+
+    def image_read(self) -> tuple[tuple[int, int, int] | None, bool]:
+        """(shape, photo) images are read with for the task model: the pool's shape when it is uniform and the
+        model's square size, else the model's (size, size, channels) by the photo transform (mixed-size photos)."""
+        if self._image_read is None:
+            shape = self.s.image_shape
+            cfg = _task_model_config(self, 1)
+            if shape is not None and shape[0] == shape[1] == cfg.image_size:
+                self._image_read = (shape, False)
+            else:
+                self._image_read = ((cfg.image_size, cfg.image_size, cfg.in_channels), True)
+        return self._image_read
 
     def local_device(self) -> str:
         """Where in-process work (evaluation, BGADL's generator) runs: the GPU when training asks for one."""
@@ -107,7 +121,7 @@ def train_step(ctx: RoundContext, r: int, rd: Path) -> None:
     labeled = ctx.ledger.table(before_round=r).sort_by("id")
     ids = labeled.column("id").to_numpy()
     labels = labeled.column("label").to_numpy()
-    images = read_images(ctx.s.pool, ids, ctx.s.image_shape)
+    images = read_images(ctx.s.pool, ids, *ctx.image_read())
     images, labels, generated = _with_generated(ctx, r, images, labels)
     train_cfg = ctx.cfg.train.model_copy(
         update={"seed": round_seed(ctx.cfg.seed * 7919 + ctx.cfg.train.seed, r, "train")})
@@ -325,8 +339,10 @@ def label_step(ctx: RoundContext, r: int, rd: Path) -> None:
         return
     from dal_dist.driver.oracle import TO_LABEL, export_to_label, round_task_info
 
-    if not (rd / TO_LABEL).is_dir():
-        images = read_images(ctx.s.pool, ids, ctx.s.image_shape)
+    if not (rd / TO_LABEL).is_dir():  # people see the pool's own images; mixed sizes: the model's view
+        shape = ctx.s.image_shape
+        images = read_images(ctx.s.pool, ids, shape) if shape is not None else read_images(ctx.s.pool, ids,
+                                                                                          *ctx.image_read())
         export_to_label(rd, ids, images, ctx.s.class_names, round_task_info(ctx.s, r, rd, ids, images))
     out = rd / TO_LABEL
     raise Paused(r, f"round {r}: {len(ids)} images to label in {out} (to_label.csv, or import tasks.json "
@@ -343,7 +359,7 @@ def generate_step(ctx: RoundContext, r: int, rd: Path) -> None:
     labeled = ctx.ledger.table(before_round=r + 1).sort_by("id")
     ids = labeled.column("id").to_numpy()
     labels = labeled.column("label").to_numpy()
-    images = read_images(ctx.s.pool, ids, ctx.s.image_shape)
+    images = read_images(ctx.s.pool, ids, *ctx.image_read())
     new = np.isin(ids, layout.read_selection(ctx.run_dir, r))
     cfg = (ctx.cfg.strategy.bgadl or BGADLConfig()).model_copy(update={"seed": ctx.cfg.seed})
     prev = layout.round_dir(ctx.run_dir, r - 1) / layout.VAE_ACGAN_FILE

@@ -36,6 +36,7 @@ class Strategy:
     options: tuple[str, ...] = ()  # further strategy-section fields the pick uses (beta)
     keep_probs: bool = False  # scoring writes `probs` (mean softmax, dropout off): BADGE
     cluster_file: str | None = None  # a run-directory file the pick makes once and reuses (Cluster-Margin)
+    reruns_model: bool = False  # the pick re-runs `checkpoint` on its candidates (pool, mc_samples): BatchBALD
 
     def acquisitions(self, by: str | None) -> list[str]:
         """Columns scoring writes; a `takes_by` strategy scores whatever its `by` names (default rank_by/bald)."""
@@ -68,6 +69,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     # Citovsky et al. 2021: top-M by margin, round-robin over the pool's clusters (clustered once per run).
     Strategy("cluster_margin", "cluster_margin", score=("margin",), rank_by="margin",
              options=("candidates", "clusters"), cluster_file=CLUSTERS_FILE),
+    # Kirsch et al. 2019: greedy joint mutual information on the top-M BALD rows, shared dropout masks.
+    Strategy("batchbald", "batchbald", score=("bald",), rank_by="bald", options=("candidates",), reruns_model=True),
     Strategy("learning_loss", "topk", score=("pred_loss",), rank_by="pred_loss", subset_option="ll_subset",
              learning_loss=True),
     # Zhang et al. 2020: rank by the selector's predicted "unlabeled" state.

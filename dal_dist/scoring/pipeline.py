@@ -85,6 +85,7 @@ class ScoringPlan:
     seed: int
     overwrite: bool
     runtime_env: dict[str, Any] | None = None  # what scoring actors need to import a plug-in model's module
+    keep_probs: bool = False  # write `probs` (mean softmax, dropout off; BADGE)
 
     @property
     def expected(self) -> int:
@@ -95,7 +96,8 @@ class ScoringPlan:
         """What `_dal_scores.json` records about how the output was made."""
         return {"acquisitions": self.acquisitions, "mc_samples": self.mc_samples, "seed": self.seed,
                 "embedding": self.embedding_source, "embedding_dtype": self.embedding_dtype,
-                "labeled_rows": self.labeled_in_pool if self.embed_labeled else 0}
+                "labeled_rows": self.labeled_in_pool if self.embed_labeled else 0,
+                **({"keep_probs": True} if self.keep_probs else {})}
 
     def summary(self, written: int, rejects: int, t_call: float, first: float | None, steady: float | None,
                 workers: int) -> ScoreSummary:
@@ -114,13 +116,14 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True,
-               executor: str = "ray", address: str | None = None) -> ScoreSummary:
+               executor: str = "ray", address: str | None = None, keep_probs: bool = False) -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
     (`ray.init(address=address)`) only then, and only when not already running. `executor="local"`
     streams the pool through the same `BatchScorer` in this process (no Ray): for pools of a few ten
-    thousand images, starting an actor pool costs more than the scoring itself. Ctrl-C or SIGTERM
+    thousand images, starting an actor pool costs more than the scoring itself. `keep_probs` adds the
+    `probs` column (the mean softmax with dropout off, C float32 per row) that BADGE needs. Ctrl-C or SIGTERM
     (raised as `interrupts.Terminated`) leaves no staging directory and publishes nothing.
     """
     t_call = time.time()
@@ -132,6 +135,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     plan = plan_scoring(pool, checkpoint, out, names, mc_samples=mc_samples, labeled=labeled,
                         embed_labeled=embed_labeled, embedding_source=embedding_source,
                         embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
+    plan.keep_probs = bool(keep_probs)
     if executor == "local":
         with sigterm_raises():
             return run_local(plan, threads_per_worker, t_call)
@@ -299,12 +303,13 @@ def read_columns(files: list[str]) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- run: local
-def run_local(plan: ScoringPlan, threads: int | None, t_call: float) -> ScoreSummary:
+def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
+              scorer_cls: type[BatchScorer] = BatchScorer) -> ScoreSummary:
     """In-process scoring: same scorer, same staging → verify → promote; one Parquet file per pool file."""
-    scorer = BatchScorer(plan.checkpoint.read_bytes(), plan.acquisitions, plan.mc_samples,
+    scorer = scorer_cls(plan.checkpoint.read_bytes(), plan.acquisitions, plan.mc_samples,
                          labeled_ids=plan.labeled_ids, embed_labeled=plan.embed_labeled,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
-                         seed=plan.seed, threads=threads, rejects_dir=None, device=None)
+                         seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs)
     staging = None
     first = None
     try:
@@ -342,7 +347,7 @@ def start_ray(address: str | None) -> tuple[Any, bool]:
 
 def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float | None,
             cpus_per_worker: float | None, threads_per_worker: int | None, progress: bool,
-            t_call: float) -> ScoreSummary:
+            t_call: float, scorer_cls: type[BatchScorer] = BatchScorer) -> ScoreSummary:
     """Ray Data: read the pool → `BatchScorer` actors → write Parquet into staging, then publish."""
     from dal_dist.scoring.placement import node_cpus, plan_actor_resources, plan_cpus
 
@@ -356,13 +361,13 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
         staging = make_staging(plan.out)
         ds = read_pool_dataset(ray, plan, workers)
         ds = ds.map_batches(
-            BatchScorer,
+            scorer_cls,
             fn_constructor_kwargs=dict(
                 checkpoint=[ckpt_ref], acquisitions=plan.acquisitions, mc_samples=plan.mc_samples,
                 labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=plan.embed_labeled,
                 embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype, seed=plan.seed,
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
-                device=res.device),
+                device=res.device, keep_probs=plan.keep_probs),
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )
@@ -380,9 +385,9 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
 
 def actor_runtime_env(ray: Any, env: dict[str, Any] | None) -> dict[str, Any]:
     """`runtime_env=` for the scoring actors when a plug-in model's module must reach them (after the job's own)."""
-    from dal_dist.models import merge_runtime_env
+    from dal_dist.models import ray_runtime_env
 
-    env = merge_runtime_env(env, ray.get_runtime_context().runtime_env)
+    env = ray_runtime_env(env, ray.get_runtime_context().runtime_env)
     return {"runtime_env": env} if env else {}
 
 

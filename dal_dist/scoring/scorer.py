@@ -42,7 +42,8 @@ class BatchScorer:
                  labeled_ids: np.ndarray | Any | None = None, embed_labeled: bool = False,
                  embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
-                 progress: Any | None = None, device: str | None = None, head_bytes: int | None = None):
+                 progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
+                 keep_probs: bool = False):
         from dal_dist.models import load_checkpoint
 
         if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
@@ -72,9 +73,10 @@ class BatchScorer:
         self.seed = seed
         self.rejects_dir = rejects_dir
         self.progress = progress
+        self.keep_probs = keep_probs  # BADGE (Ash et al. 2020): `probs`, the softmax with dropout off
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from dal_dist.pool import decode_images
+        from dal_dist.pool import decode_photos
 
         if isinstance(batch, dict):
             batch = pa.table(batch)
@@ -86,7 +88,8 @@ class BatchScorer:
                 is_labeled = np.zeros(batch.num_rows, dtype=bool)
         else:
             is_labeled = np.zeros(batch.num_rows, dtype=bool)
-        decoded = decode_images(batch, size=None, channels=self.config.in_channels)
+        # Each row on its own to the model's size (photo transform); raw rows already that size pass as they are.
+        decoded = decode_photos(batch, self.config.image_size, self.config.in_channels)
         if len(decoded.reject_ids):
             self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
             keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
@@ -123,6 +126,9 @@ class BatchScorer:
         cols["pred"] = masked(pred.cpu().numpy().astype(np.int64), mask)
         cols["confidence"] = masked(conf.cpu().numpy().astype(np.float32), mask)
         cols["labeled"] = pa.array(is_labeled)
+        if self.keep_probs:
+            p = torch.softmax(self.model.head(f).float(), dim=-1).cpu().numpy().astype(np.float32)  # eval: no dropout
+            cols["probs"] = pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), p.shape[1])
         return pa.table(cols)
 
     def mc_scores(self, ids: np.ndarray, f: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor,
@@ -148,7 +154,7 @@ class BatchScorer:
     def empty_table(self) -> pa.Table:
         """A zero-row table of this scorer's output schema."""
         return output_schema(self.acquisitions, embed_dim(self.model, self.embedding_source),
-                             self.embedding_dtype).empty_table()
+                             self.embedding_dtype, self.config.num_classes if self.keep_probs else None).empty_table()
 
     def write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
         """One Parquet file of (id, reason) per batch with bad rows, named by content (retries overwrite it)."""
@@ -163,13 +169,16 @@ class BatchScorer:
                                pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
 
 
-def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16) -> pa.Schema:
-    """Schema of the scores dataset (see docs/architecture.md)."""
+def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16,
+                  probs_classes: int | None = None) -> pa.Schema:
+    """Schema of the scores dataset (see docs/architecture.md); `probs` (C float32) only with keep_probs."""
     etype = pa.float16() if np.dtype(embedding_dtype) == np.float16 else pa.float32()
     fields = [pa.field("id", pa.int64(), nullable=False)]
     fields += [pa.field(a, pa.float32()) for a in acquisitions]
     fields += [pa.field("embedding", pa.list_(etype, embed_dim)), pa.field("pred", pa.int64()),
                pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
+    if probs_classes is not None:
+        fields.append(pa.field("probs", pa.list_(pa.float32(), probs_classes)))
     return pa.schema(fields)
 
 

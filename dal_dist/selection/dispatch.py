@@ -1,7 +1,9 @@
 """The one selection entry point: `select(strategy, k, ...)` checks its arguments and runs `select_<strategy>`.
 
 The CLI (`dal-dist select`), the jobs and the driver all call `select`; it returns the selection table
-(`id` in pick order, plus `radius` for k-center picks or `score` for top-k), which `write_selection` publishes.
+(`id` in pick order, plus `radius` for k-center picks, `score` for top-k and the stochastic strategies,
+`d2` for BADGE, `typicality` for TypiClust, `value` (score × density^β) and `density` for information
+density, `cluster` for Cluster-Margin, `batch_mi` for BatchBALD), which `write_selection` publishes. Options only some strategies use (`OPTION_USERS`: beta, clusters, ...) are refused elsewhere.
 """
 
 from __future__ import annotations
@@ -13,14 +15,30 @@ import pyarrow as pa
 
 from dal_dist.errors import DalDistError
 from dal_dist.pool import read_ids
+from dal_dist.selection.badge import select_badge
+from dal_dist.selection.batchbald import check_mc_samples, select_batchbald
+from dal_dist.selection.cluster_margin import select_cluster_margin
 from dal_dist.selection.coreset import select_kcenter
+from dal_dist.selection.density import select_density
 from dal_dist.selection.hybrid import select_hybrid
 from dal_dist.selection.init import select_kcenter_init
 from dal_dist.selection.kcenter import STORAGE_DTYPES
 from dal_dist.selection.random import select_random
+from dal_dist.selection.stochastic import check_beta, select_stochastic
 from dal_dist.selection.topk import select_topk
+from dal_dist.selection.typiclust import select_typiclust
 
-STRATEGIES = ("topk", "kcenter", "hybrid", "random", "kcenter-init")
+STOCHASTIC = {"powerbald": "power", "softmax": "softmax", "softrank": "softrank"}  # Kirsch et al. 2023
+STRATEGIES = ("topk", "kcenter", "hybrid", "random", "kcenter-init", *STOCHASTIC, "badge", "typiclust", "density",
+              "cluster_margin", "batchbald")
+# Options only some strategies use: anything else given one is refused (one line naming the option).
+OPTION_USERS = {
+    "beta (--beta)": (*STOCHASTIC, "density"),
+    "clusters (--clusters)": ("typiclust", "cluster_margin"),
+    "cluster_file (--cluster-file)": ("cluster_margin",),
+    "checkpoint (--checkpoint)": ("batchbald",),  # re-runs the model on its candidates
+    "mc_samples (--mc-samples)": ("batchbald",),
+}
 
 
 def _table(ids: np.ndarray, **values: np.ndarray) -> pa.Table:
@@ -33,10 +51,20 @@ def _is_int(value: object) -> bool:
 
 
 def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int = 2, device: str | None = "auto",
-                           storage_dtype: str | None = None) -> None:
+                           storage_dtype: str | None = None, beta: float | None = None,
+                           clusters: int | None = None, cluster_file: str | os.PathLike | None = None,
+                           checkpoint: str | os.PathLike | None = None, mc_samples: int | None = None) -> None:
     """Every plain argument of `select` in range, whatever the strategy uses, before any file is read."""
     if strategy not in STRATEGIES:
         raise DalDistError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    check_option_users(strategy, beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
+                       mc_samples=mc_samples)
+    if beta is not None:
+        check_beta(beta)
+    if mc_samples is not None:
+        check_mc_samples(mc_samples)
+    if clusters is not None and (not _is_int(clusters) or clusters < 1):
+        raise DalDistError(f"clusters (--clusters) = {clusters}: expected a positive integer")
     if not _is_int(k) or k <= 0:
         raise DalDistError(f"k = {k}: expected a positive integer")
     if not _is_int(seed) or seed < 0:
@@ -52,13 +80,25 @@ def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int
         torch_device(device)  # an unknown name, or cuda without a GPU: refused here, not inside a kernel
 
 
+def check_option_users(strategy: str, **options: object) -> None:
+    """An option given (not None) to a strategy that does not use it is refused, naming who does use it."""
+    for name, users in OPTION_USERS.items():
+        if options.get(name.split(" ")[0]) is not None and strategy not in users:
+            who = f"the strategy {users[0]}" if len(users) == 1 else f"the strategies {', '.join(users)}"
+            raise DalDistError(f"{name} is only used by {who}, not {strategy}")
+
+
 def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
            pool: str | os.PathLike | None = None, labeled: str | os.PathLike | None = None,
            by: str | None = None, candidates: int | None = None, seed: int = 0,
            distributed: bool = False, workers: int = 2, device: str | None = "auto",
-           storage_dtype: str | None = None) -> pa.Table:
+           storage_dtype: str | None = None, beta: float | None = None, clusters: int | None = None,
+           cluster_file: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+           mc_samples: int | None = None) -> pa.Table:
     """Run one strategy and return the selection table (`id` in pick order, `radius`/`score` where defined)."""
-    check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype)
+    check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype,
+                           beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
+                           mc_samples=mc_samples)
     if strategy == "kcenter-init":
         if pool is None:
             raise DalDistError("kcenter-init needs --pool DIR (the raw image pool)")
@@ -80,6 +120,43 @@ def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
         return _table(ids, radius=radii)
     if strategy == "random":
         return _table(select_random(scores, k, labeled_ids=labeled_ids, seed=seed))
+    if strategy in BATCH_AWARE:
+        return select_batch_aware(strategy, k, scores=scores, labeled_ids=labeled_ids, seed=seed, by=by,
+                                  beta=beta, candidates=candidates, clusters=clusters, cluster_file=cluster_file,
+                                  pool=pool, checkpoint=checkpoint, mc_samples=mc_samples, device=device)
     ids, radii = select_kcenter(scores, k, labeled_ids=labeled_ids, seed=seed, distributed=distributed,
                                 workers=workers, device=device, storage_dtype=storage_dtype)
     return _table(ids, radius=radii)
+
+
+BATCH_AWARE = (*STOCHASTIC, "badge", "typiclust", "density", "cluster_margin", "batchbald")
+
+
+def select_batch_aware(strategy: str, k: int, *, scores: str | os.PathLike, labeled_ids: np.ndarray | None,
+                       seed: int, by: str | None, beta: float | None, candidates: int | None, clusters: int | None,
+                       cluster_file: str | os.PathLike | None, pool: str | os.PathLike | None,
+                       checkpoint: str | os.PathLike | None, mc_samples: int | None, device: str | None) -> pa.Table:
+    """The batch-aware strategies of issue 15 (arguments already checked by `check_select_arguments`)."""
+    if strategy in STOCHASTIC:
+        ids, vals = select_stochastic(scores, k, by=by or "bald", mode=STOCHASTIC[strategy],
+                                      beta=1.0 if beta is None else beta, labeled_ids=labeled_ids, seed=seed)
+        return _table(ids, score=vals)
+    if strategy == "badge":
+        ids, d2 = select_badge(scores, k, labeled_ids=labeled_ids, seed=seed)
+        return _table(ids, d2=d2)
+    if strategy == "typiclust":
+        ids, typ = select_typiclust(scores, k, labeled_ids=labeled_ids, seed=seed,
+                                    **({"max_clusters": clusters} if clusters is not None else {}))
+        return _table(ids, typicality=typ)
+    if strategy == "density":
+        ids, value, dens = select_density(scores, k, by=by or "bald", beta=1.0 if beta is None else beta,
+                                          labeled_ids=labeled_ids)
+        return _table(ids, value=value, density=dens)
+    if strategy == "cluster_margin":
+        ids, cl = select_cluster_margin(scores, k, by=by or "margin", candidates=candidates, clusters=clusters,
+                                        cluster_file=cluster_file, labeled_ids=labeled_ids, seed=seed)
+        return pa.table({"id": pa.array(ids, pa.int64()), "cluster": pa.array(cl, pa.int64())})
+    ids, mi = select_batchbald(scores, k, pool=pool, checkpoint=checkpoint, candidates=candidates,
+                               mc_samples=20 if mc_samples is None else mc_samples, by=by or "bald",
+                               labeled_ids=labeled_ids, seed=seed, device=device)
+    return _table(ids, batch_mi=mi)

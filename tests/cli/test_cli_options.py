@@ -54,6 +54,13 @@ BASES: dict[str, dict[str, str | None]] = {
     "select/kcenter-init": {"--strategy": "kcenter-init", "--k": "2", "--pool": "{pool}", "--out": "{new}.parquet"},
     "select/distributed": {"--strategy": "kcenter", "--k": "2", "--scores": "{scores}", "--distributed": None,
                            "--workers": "1", "--out": "{new}.parquet"},
+    "select/powerbald": {"--strategy": "powerbald", "--by": "bald", "--k": "2", "--scores": "{scores}",
+                         "--out": "{new}.parquet"},
+    "select/typiclust": {"--strategy": "typiclust", "--k": "2", "--scores": "{scores}", "--out": "{new}.parquet"},
+    "select/cluster_margin": {"--strategy": "cluster_margin", "--by": "bald", "--k": "2", "--scores": "{scores}",
+                              "--cluster-file": "{new}-clusters.parquet", "--out": "{new}.parquet"},
+    "select/batchbald": {"--strategy": "batchbald", "--k": "2", "--candidates": "4", "--mc-samples": "2",
+                         "--scores": "{scores}", "--pool": "{pool}", "--checkpoint": "{ckpt}", "--out": "{new}.parquet"},
     "stream": {"--source": "{source}", "--checkpoint": "{ckpt}", "--out": "{new}", "--budget": "2",
                "--expected": "100", "--idle-timeout": "0", "--poll-seconds": "0.1"},
     "stream/rate": {"--source": "{source}", "--checkpoint": "{ckpt}", "--out": "{new}", "--budget": "2",
@@ -69,6 +76,7 @@ BASES: dict[str, dict[str, str | None]] = {
     "bench kcenter/sharded": {"--n": "64", "--dim": "4", "--labeled": "2", "--k": "2", "--ref-picks": "0",
                               "--sharded-workers": "1"},
     "bench soak": {"--rounds": "1", "--pool": "64", "--workers": "1"},
+    "bench select": {"--n": "64", "--k": "2", "--dim": "4", "--classes": "3", "--strategy": "topk"},
 }
 # The mode in which an option is used (an option the base command ignores would prove nothing).
 BASE_OF = {
@@ -76,6 +84,9 @@ BASE_OF = {
     ("pool ingest", "--root"): "image-folder",
     ("select", "--candidates"): "hybrid", ("select", "--storage-dtype"): "hybrid", ("select", "--device"): "hybrid",
     ("select", "--pool"): "kcenter-init", ("select", "--workers"): "distributed",
+    ("select", "--beta"): "powerbald", ("select", "--clusters"): "typiclust",
+    ("select", "--cluster-file"): "cluster_margin", ("select", "--checkpoint"): "batchbald",
+    ("select", "--mc-samples"): "batchbald",
     ("stream", "--rate"): "rate",
     ("run", "--resume"): "resume",
     ("bench kcenter", "--sharded-workers"): "sharded",
@@ -86,11 +97,11 @@ PATH_KINDS = {
     "in_file": {("pool ingest", "--images"), ("pool ingest", "--labels"), ("pool ingest", "--file"),
                 ("score", "--checkpoint"), ("score", "--labeled"), ("select", "--labeled"),
                 ("stream", "--checkpoint"), ("run", "--config"), ("labels import", "file"),
-                ("model init", "--weights")},
+                ("model init", "--weights"), ("select", "--checkpoint")},
     "in_dir": {("pool ingest", "--root"), ("pool info", "path"), ("score", "--pool"), ("select", "--scores"),
                ("select", "--pool"), ("stream", "--source"), ("run", "--resume"), ("status", "run_dir"),
                ("labels import", "--run-dir"), ("report", "run_dirs")},
-    "out_file": {("model init", "--out"), ("select", "--out"), ("report", "--html")},
+    "out_file": {("model init", "--out"), ("select", "--out"), ("report", "--html"), ("select", "--cluster-file")},
     "out_dir": {("pool ingest", "--out"), ("pool synth", "--out"), ("score", "--out"), ("stream", "--out"),
                 ("run", "--run-dir"), ("report", "--out")},
 }
@@ -123,6 +134,7 @@ EXTRA_BAD = {
     ("select", "--pool"): ["{scores}", "{a_dir}"],
     ("select", "--out"): ["{scores}", "{pool}/sel.parquet"],
     ("select", "--device"): ["cuda"],  # without a GPU (skipped where one is present)
+    ("select", "--mc-samples"): ["1"],
     ("stream", "--mc-samples"): ["1"],
     ("stream", "--rate"): ["1.5"],
     ("stream", "--acquisition"): ["bald,entropy"],
@@ -138,7 +150,8 @@ EXTRA_BAD = {
 # Generated values that are valid for one option, with the reason. The walk skips them.
 ACCEPTED = {
     **{(cmd, "--seed", v): "a seed is any non-negative integer" for cmd in
-       ("pool synth", "model init", "score", "select", "stream", "bench scoring", "bench kcenter", "bench soak")
+       ("pool synth", "model init", "score", "select", "stream", "bench scoring", "bench kcenter", "bench soak",
+        "bench select")
        for v in ("0", HUGE)},
     ("model init", "--dropout", "0"): "dropout 0 is a deterministic head (ModelConfig allows [0, 1))",
     ("score", "--gpus-per-worker", "0"): "0 forces CPU actors",
@@ -158,6 +171,9 @@ ACCEPTED = {
     ("bench kcenter", "--sharded-workers", "0"): "0 runs the single-node benchmark (documented)",
     ("bench soak", "--kill-prob", "0"): "rounds without kills",
     ("report", "--out", "{pool}"): "report files are added to an existing directory",
+    ("select", "--beta", "0"): "beta 0 is uniform sampling (Kirsch et al. 2023)",
+    ("select", "--beta", HUGE): "a large beta approaches top-k (inf is top-k exactly)",
+    ("select", "--clusters", HUGE): "typiclust's clusters is a cap: min(|L| + k, clusters, N) are made",
 }
 
 # Cases the walk found that are not fixed yet (strict: a fix makes the case pass and this entry must go).

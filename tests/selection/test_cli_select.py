@@ -35,5 +35,8 @@ def test_cli_select_writes_the_library_selection(_cli, scores_dir, tmp_path):
     got = pq.read_table(out)
     assert got.column_names == ["id", "radius"]
     np.testing.assert_array_equal(got.column("id").to_numpy(), select("kcenter", 12, scores=path).column("id").to_numpy())
-    r = _cli("select", "--scores", str(path), "--strategy", "kcenter", "--k", "0", "--out", str(out))
+    r = _cli("select", "--scores", str(path), "--strategy", "kcenter", "--k", "0", "--out", str(tmp_path / "k0.parquet"))
     assert r.returncode == 2 and r.stderr.startswith("error: k = 0")
+    assert not (tmp_path / "k0.parquet").exists()
+    r = _cli("select", "--scores", str(path), "--strategy", "kcenter", "--k", "12", "--out", str(out))
+    assert r.returncode == 2 and "already exists; pass --overwrite" in r.stderr  # never replaced silently

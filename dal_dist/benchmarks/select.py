@@ -1,0 +1,104 @@
+"""Selection benchmark: per strategy, the seconds and peak RSS of one batch pick at N rows, one JSON line each.
+
+Each strategy runs in its own child process (`python -m dal_dist.benchmarks.select --one NAME ...`), so
+its `peak_rss_bytes` is its own (the seeded synthetic inputs included: `input_bytes` says how much of it
+they are). Inputs: float32 Gaussian embeddings (N×dim), a softmax over `classes` logits, and BALD-like
+scores in [0, 1); the array-level function of each strategy is timed, not Parquet I/O (nor, for batchbald,
+the model re-run on its candidates: its T = 20 probabilities per candidate are synthetic).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+BENCH_STRATEGIES = ("topk", "powerbald", "softmax", "softrank", "badge", "typiclust", "density", "cluster_margin",
+                    "batchbald")
+BATCHBALD_T = 20  # MC samples of the synthetic (candidates, T, C) probabilities
+
+
+def _inputs(n: int, dim: int, classes: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, dim), dtype=np.float32)
+    logits = rng.standard_normal((n, classes), dtype=np.float32) * 3
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return {"ids": np.arange(n, dtype=np.int64), "scores": rng.random(n), "embeddings": emb, "probs": probs}
+
+
+def _runner(name: str) -> Callable[[dict[str, np.ndarray], int, int], Any]:
+    from dal_dist.selection.badge import badge_kmeanspp
+    from dal_dist.selection.batchbald import batchbald
+    from dal_dist.selection.cluster_margin import default_clusters, hac_clusters, round_robin
+    from dal_dist.selection.density import information_density
+    from dal_dist.selection.stochastic import stochastic_batch
+    from dal_dist.selection.topk import chunk_topk
+    from dal_dist.selection.typiclust import typiclust
+
+    modes = {"powerbald": "power", "softmax": "softmax", "softrank": "softrank"}
+    if name == "topk":
+        return lambda x, k, seed: chunk_topk(x["ids"], x["scores"], k)
+    if name in modes:
+        return lambda x, k, seed: stochastic_batch(x["ids"], x["scores"], k, mode=modes[name], beta=1.0, seed=seed)
+    if name == "typiclust":  # nothing labeled: min(k, 500) clusters
+        return lambda x, k, seed: typiclust(x["embeddings"], np.zeros(len(x["ids"]), bool), k, seed=seed)
+    if name == "density":
+        return lambda x, k, seed: information_density(x["ids"], x["scores"], x["embeddings"], k)
+    if name == "cluster_margin":  # the clustering (once per pool in a run) is included: √N clusters
+        def cluster_margin(x, k, seed):
+            assign = hac_clusters(x["embeddings"], default_clusters(len(x["ids"])), seed=seed)
+            top = chunk_topk(x["ids"], x["scores"], min(10 * k, len(x["ids"])))[0]
+            return round_robin(top, assign[top], k, seed)  # ids are 0..N-1 here
+        return cluster_margin
+    if name == "batchbald":  # on the top 10·k by score; the model re-run is not timed (synthetic T×C probs)
+        def batchbald_top(x, k, seed):
+            top = chunk_topk(x["ids"], x["scores"], min(10 * k, len(x["ids"])))[0]
+            rng = np.random.default_rng(seed)
+            logits = np.log(x["probs"][top])[:, None, :] + rng.standard_normal((len(top), BATCHBALD_T, x["probs"].shape[1]))
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            return batchbald(p / p.sum(-1, keepdims=True), k, seed=seed)
+        return batchbald_top
+    return lambda x, k, seed: badge_kmeanspp(x["probs"], x["embeddings"], k, seed=seed)
+
+
+def run_one(name: str, n: int, k: int, dim: int, classes: int, seed: int) -> dict[str, Any]:
+    """Time one strategy on seeded inputs in this process; its peak RSS includes the inputs."""
+    x = _inputs(n, dim, classes, seed)
+    run = _runner(name)
+    t = time.perf_counter()
+    run(x, k, seed)
+    seconds = time.perf_counter() - t
+    return {"bench": "select", "strategy": name, "n": n, "k": k, "dim": dim, "classes": classes,
+            "seconds": round(seconds, 4), "input_bytes": int(sum(v.nbytes for v in x.values())),
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def main(strategies: tuple[str, ...] = BENCH_STRATEGIES, n: int = 100_000, k: int = 100, dim: int = 64,
+         classes: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+    """One child process per strategy; print and return its JSON line."""
+    results = []
+    for name in strategies:
+        cmd = [sys.executable, "-m", "dal_dist.benchmarks.select", "--one", name, str(n), str(k), str(dim),
+               str(classes), str(seed)]
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            line = {"bench": "select", "strategy": name, "n": n, "k": k, "error": p.stderr.strip()[-500:]}
+        else:
+            line = json.loads(p.stdout.strip().splitlines()[-1])
+        print(json.dumps(line), flush=True)
+        results.append(line)
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 8 and sys.argv[1] == "--one":
+        name, *nums = sys.argv[2:]
+        print(json.dumps(run_one(name, *map(int, nums))))
+    else:
+        sys.exit("usage: python -m dal_dist.benchmarks.select --one NAME N K DIM CLASSES SEED")

@@ -1,0 +1,16 @@
+"""`dal-dist bench select`: one JSON line per strategy with its time and peak RSS."""
+
+from __future__ import annotations
+
+import json
+
+from dal_dist.benchmarks.select import main
+
+
+def test_bench_select_prints_one_line_per_strategy(capsys):
+    lines = main(("powerbald", "badge"), n=2000, k=5, dim=8, classes=3)
+    printed = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert printed == lines and [x["strategy"] for x in lines] == ["powerbald", "badge"]
+    for x in lines:
+        assert "error" not in x, x
+        assert x["seconds"] >= 0 and x["peak_rss_bytes"] > x["input_bytes"] > 0
