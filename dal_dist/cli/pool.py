@@ -27,6 +27,7 @@ app.add_typer(pool_app, name="pool")
 class SourceFormat(str, Enum):
     mnist_idx = "mnist-idx"
     image_folder = "image-folder"
+    image_list = "image-list"
     npz = "npz"
 
 
@@ -46,7 +47,10 @@ def ingest(
     images: Optional[str] = typer.Option(None, "--images", help="mnist-idx: image IDX file (.gz or raw)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="mnist-idx: label IDX file (optional)."),
     root: Optional[str] = typer.Option(None, "--root", help="image-folder: root with one sub-folder per class."),
-    file: Optional[str] = typer.Option(None, "--file", help="npz: archive with `x` and optional `y`."),
+    file: Optional[str] = typer.Option(None, "--file", help="npz: archive with `x` and optional `y`; "
+                                       "image-list: CSV of `path[,label]` (paths relative to the CSV)."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help="image-folder: sub-folders are not classes "
+                                   "(every image under --root is an unlabeled row)."),
 ) -> None:
     """Convert a dataset into a pool; rows that cannot be taken go to OUT/_rejects.parquet."""
     from dal_dist import pool
@@ -57,6 +61,8 @@ def ingest(
             checks.input_file(flag, given)
     if root is not None:
         checks.input_dir("--root", root, "an image folder")
+    if unlabeled and format is not SourceFormat.image_folder:
+        raise DalDistError(f"--unlabeled applies to --format image-folder, not {format.value}")
     if format is SourceFormat.mnist_idx:
         if images is None:
             raise DalDistError("--format mnist-idx needs --images FILE (and usually --labels FILE)")
@@ -64,7 +70,11 @@ def ingest(
     elif format is SourceFormat.image_folder:
         if root is None:
             raise DalDistError("--format image-folder needs --root DIR")
-        result = pool.ingest_image_folder(root, out)
+        result = pool.ingest_image_folder(root, out, unlabeled=unlabeled)
+    elif format is SourceFormat.image_list:
+        if file is None:
+            raise DalDistError("--format image-list needs --file CSV (lines `path[,label]`)")
+        result = pool.ingest_image_list(file, out)
     else:
         if file is None:
             raise DalDistError("--format npz needs --file FILE")

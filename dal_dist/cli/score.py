@@ -33,6 +33,9 @@ def score(
     embedding_dtype: str = typer.Option("float16", "--embedding-dtype", help="float16 or float32."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per scoring batch."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the dropout masks."),
+    start_timeout: float = typer.Option(None, "--start-timeout", min=1, max=7 * 24 * 3600,
+                                        help="Seconds to wait for the first scored batch (e.g. for an autoscaler "
+                                             "to add GPU nodes) before giving up; default: wait, saying what for."),
     keep_probs: bool = typer.Option(False, "--keep-probs", help="Also write `probs`: the mean softmax with "
                                     "dropout off, C floats per row (what `select --strategy badge` needs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
@@ -49,7 +52,8 @@ def score(
                          workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
-                         seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs)
+                         seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs,
+                         start_timeout=start_timeout)
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

@@ -46,7 +46,7 @@ class _Rows:
 
 
 # ------------------------------------------------------------------------------------------ input
-def _as_record_batch(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> pa.RecordBatch:
+def as_record_batch(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> pa.RecordBatch:
     """Accept what Ray Data hands a map_batches callable: pyarrow, pandas or a dict of numpy arrays."""
     if isinstance(batch, pa.RecordBatch):
         return batch
@@ -91,7 +91,7 @@ def _binary_buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return offsets.astype(np.int64), data, valid
 
 
-def _triage(rb: pa.RecordBatch) -> _Rows:
+def triage(rb: pa.RecordBatch) -> _Rows:
     """Sort rows into raw, encoded and rejected (null image, partly-null or invalid shape, wrong byte count)."""
     n = rb.num_rows
     offsets, data, valid = _binary_buffers(rb.column("image"))
@@ -205,7 +205,7 @@ def _open_encoded(blob: bytes, i: int, reasons: dict[int, str]) -> Any | None:
         return None
 
 
-def _pil_of_pixels(img: np.ndarray) -> Any:
+def pil_of_pixels(img: np.ndarray) -> Any:
     """A PIL image of HWC uint8 pixels (1, 3 or 4 channels)."""
     from PIL import Image
 
@@ -272,7 +272,7 @@ def _gather_raw(rows: _Rows, target: tuple[int, int, int], images: np.ndarray, o
     for i in np.flatnonzero(rows.good_raw & ~fast):
         img = data[offsets[i]: offsets[i + 1]].reshape(int(h[i]), int(w[i]), int(c[i]))
         try:
-            images[i] = _fit(_pil_of_pixels(img), (th, tw), tc)
+            images[i] = _fit(pil_of_pixels(img), (th, tw), tc)
             ok[i] = True
         except Exception as e:  # noqa: BLE001
             rows.reasons[int(i)] = f"image: cannot convert raw {h[i]}*{w[i]}*{c[i]} pixels to {th}*{tw}*{tc} ({e})"
@@ -304,11 +304,11 @@ def decode_images(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], size: tu
     shape (PIL bilinear resize, PIL mode conversion). Raw rows of one shape that already match the
     target are sliced out of the Arrow buffer in one vectorised step: no per-row Python work.
     """
-    rb = _as_record_batch(batch)
+    rb = as_record_batch(batch)
     n = rb.num_rows
     ids_col = rb.column("id")
     ids = np.asarray(ids_col.fill_null(-1) if ids_col.null_count else ids_col, dtype=np.int64)
-    rows = _triage(rb)
+    rows = triage(rb)
     target, opened = _target_shape(rb, rows, size, channels)
     images = np.empty((n, *target), dtype=np.uint8)
     ok = np.zeros(n, bool)

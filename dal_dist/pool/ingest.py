@@ -1,4 +1,4 @@
-"""Turning datasets into pools: MNIST-style IDX files, image folders, and .npz arrays.
+"""Turning datasets into pools: MNIST-style IDX files, image folders, image lists (CSV), and .npz arrays.
 
 Structural problems of the source raise `DalDistError` naming the file before anything is published;
 single rows that cannot be taken go to `_rejects.parquet` with a reason (in an image folder: files that do
@@ -8,6 +8,7 @@ loops, FIFOs). Each ingest publishes the pool whole (`PoolWriter`): a failure le
 
 from __future__ import annotations
 
+import csv
 import errno
 import gzip
 import io
@@ -105,6 +106,7 @@ class _Entry:
     path: Path
     label: int | None
     reason: str | None = None
+    shown: str | None = None  # the path as the source names it (image list); None: relative to the root
 
 
 def _shown(name: str) -> str:
@@ -163,11 +165,12 @@ def _files_under(d: Path, seen: frozenset[str]) -> Iterator[tuple[Path, str | No
             yield p, reason if reason is not None else _suffix_reason(p)
 
 
-def _folder_entries(root: Path) -> tuple[list[_Entry], list[str]]:
+def _folder_entries(root: Path, unlabeled: bool = False) -> tuple[list[_Entry], list[str]]:
     """Files in id order (sorted paths: unlabeled `root/<file>` and class folders `root/<class>/**`), and classes.
 
     A sub-folder is a class when it holds at least one file with an image suffix (or none); files that are not
     images (by suffix), broken links, symlink loops and unreadable entries come back with their reason.
+    `unlabeled`: sub-folders are no classes (every file unlabeled, no class list).
     """
     try:
         names = _visible(root)
@@ -181,7 +184,8 @@ def _folder_entries(root: Path) -> tuple[list[_Entry], list[str]]:
             top.append((p, list(_files_under(p, frozenset({os.path.realpath(root), os.path.realpath(p)})))))
         else:
             top.append((p, reason if reason is not None else _suffix_reason(p)))
-    classes = [p.name for p, files in top if isinstance(files, list) and any(r is None for _, r in files)]
+    classes = [] if unlabeled else [p.name for p, files in top
+                                    if isinstance(files, list) and any(r is None for _, r in files)]
     label_of = {c: i for i, c in enumerate(classes)}
     entries: list[_Entry] = [_Entry(p, None, r) for p, r in top if not isinstance(r, list)]
     for p, files in top:
@@ -206,6 +210,8 @@ def _read_image(entry: _Entry, rel: str) -> tuple[bytes, tuple[int, int, int]] |
         return f"{rel}: cannot read file ({e.strerror or e})"
     try:
         pil = open_image(blob)
+    except Image.DecompressionBombError as e:  # Pillow's guard stays on: such a file is a reject
+        return f"{rel}: image: decompression bomb refused ({e})"
     except Exception as e:  # noqa: BLE001 - anything a decoder raises makes this file a reject
         if not entry.path.suffix and isinstance(e, UnidentifiedImageError):
             return f"{rel}: not an image file (no suffix, and not a format PIL knows)"
@@ -231,7 +237,7 @@ def _folder_chunk(w: PoolWriter, root: Path, chunk: list[_Entry], start: int,
     """One row group of an image folder: images kept as bytes, every other file a reject with its reason."""
     ids, blobs, labels, paths = [], [], [], []
     for j, entry in enumerate(chunk):
-        rel = _shown(entry.path.relative_to(root).as_posix())
+        rel = entry.shown if entry.shown is not None else _shown(entry.path.relative_to(root).as_posix())
         got = _read_image(entry, rel)
         if isinstance(got, str):
             w.reject([start + j], [got])
@@ -248,11 +254,12 @@ def _folder_chunk(w: PoolWriter, root: Path, chunk: list[_Entry], start: int,
     return pa.RecordBatch.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in w.schema], schema=w.schema)
 
 
-def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike) -> IngestResult:
+def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike, *, unlabeled: bool = False) -> IngestResult:
     """Pool from `root/<class>/<file>` (sorted class names give labels 0..C-1) and unlabeled `root/<file>`.
 
     Images directly under `root` with no class folders give an unlabeled pool (no `label` column); a
-    sub-folder without image files is no class. Files keep their encoded bytes (PNG/JPEG as is; other
+    sub-folder without image files is no class. `unlabeled`: a tree whose sub-folders are not classes
+    (every image under `root`, at any depth, an unlabeled row). Files keep their encoded bytes (PNG/JPEG as is; other
     formats re-encoded to PNG) and their relative path in a `path` column (bytes of non-UTF-8 names as
     \\xNN escapes). Files that do not decode, are not images by suffix, broken links and symlink loops
     become rejects with their reason. Ids follow sorted paths, rejects included.
@@ -260,17 +267,80 @@ def ingest_image_folder(root: str | os.PathLike, out: str | os.PathLike) -> Inge
     root = Path(root)
     if not root.is_dir():
         raise DalDistError(f"{root}: image folder not found")
-    entries, classes = _folder_entries(root)
+    entries, classes = _folder_entries(root, unlabeled)
     if not entries:
         raise DalDistError(f"{root}: no image files (expected class sub-folders of images, or images)")
-    schema = pool_schema(has_label=bool(classes), extra=[pa.field("path", pa.string())])
+    return _write_entries(root, entries, out, bool(classes), len(classes) or None, classes,
+                          f"image-folder:{_shown(root.name)}")
+
+
+def _write_entries(root: Path, entries: list[_Entry], out: str | os.PathLike, has_label: bool,
+                   num_classes: int | None, classes: list[str], source: str) -> IngestResult:
+    """Publish image files (in id order) as one pool with a `path` column; unreadable ones become rejects."""
+    schema = pool_schema(has_label=has_label, extra=[pa.field("path", pa.string())])
     shapes: set[tuple[int, int, int]] = set()
     with PoolWriter(out, schema) as w:
         for start in range(0, len(entries), ROW_GROUP_ROWS):
             w.write(_folder_chunk(w, root, entries[start:start + ROW_GROUP_ROWS], start, shapes))
         shape = dict(zip(SHAPE_COLUMNS, shapes.pop())) if len(shapes) == 1 else {}
-        return w.close({"num_classes": len(classes) or None, "classes": classes, **shape,
-                        "source": f"image-folder:{_shown(root.name)}"})
+        return w.close({"num_classes": num_classes, "classes": classes, **shape, "source": source})
+
+
+# ----------------------------------------------------------------------------------- image list
+def _list_rows(file: Path) -> list[tuple[int, str, str | None]]:
+    """(line number, path, label text or None) of a `path[,label]` CSV; an optional `path[,label]` header is skipped."""
+    try:
+        with open(file, newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DalDistError(f"{file}: cannot read the image list ({e})") from e
+    rows: list[tuple[int, str, str | None]] = []
+    for n, cells in enumerate(lines, start=1):
+        cells = [c.strip() for c in cells]
+        if not cells or cells == [""]:
+            continue
+        if n == 1 and cells[0].lower() == "path" and cells[1:] in ([], ["label"]):
+            continue
+        if len(cells) > 2 or not cells[0]:
+            raise DalDistError(f"{file}: line {n}: expected `path[,label]`, got {','.join(cells)!r}")
+        rows.append((n, cells[0], cells[1] if len(cells) == 2 and cells[1] else None))
+    return rows
+
+
+def _list_labels(file: Path, texts: list[str | None]) -> tuple[list[int | None], list[str], int | None]:
+    """Labels of an image list as class indices: integers as given, names by sorted order (classes listed)."""
+    given = [t for t in texts if t is not None]
+    if all(t.lstrip("-").isdigit() for t in given):
+        values = [int(t) if t is not None else None for t in texts]
+        bad = [v for v in values if v is not None and v < 0]
+        if bad:
+            raise DalDistError(f"{file}: label {bad[0]}: integer labels must be >= 0 (class indices)")
+        return values, [], (max(v for v in values if v is not None) + 1) if given else None
+    classes = sorted(set(given))
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[t] if t is not None else None for t in texts], classes, len(classes)
+
+
+def ingest_image_list(file: str | os.PathLike, out: str | os.PathLike) -> IngestResult:
+    """Pool from a CSV of `path[,label]` (paths relative to the CSV's folder, or absolute), ids in list order.
+
+    Labels are class indices (integers) or class names (sorted names give 0..C-1); a row without a label
+    is unlabeled (null). Missing or undecodable files become rejects with their reason, as in an image folder.
+    """
+    file = Path(file)
+    rows = _list_rows(file)
+    if not rows:
+        raise DalDistError(f"{file}: the image list has no rows (expected `path[,label]` lines)")
+    labels, classes, num_classes = _list_labels(file, [t for _, _, t in rows])
+    base = file.parent
+    entries = []
+    for (n, text, _), label in zip(rows, labels):
+        p = Path(text) if os.path.isabs(text) else base / text
+        kind, reason = _kind(p)
+        reason = reason if kind == "bad" else ("a folder, not an image file" if kind == "dir" else _suffix_reason(p))
+        entries.append(_Entry(p, label, reason, shown=text))
+    has_label = num_classes is not None
+    return _write_entries(base, entries, out, has_label, num_classes, classes, f"image-list:{_shown(file.name)}")
 
 
 # ------------------------------------------------------------------------------------------ npz

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dal_dist.errors import DalDistError
-from dal_dist.pool.decode import decode_to_shape
+from dal_dist.pool.decode import DecodedBatch, decode_to_shape
 from dal_dist.pool.listing import open_parquet, pool_listing, pool_locations
+from dal_dist.pool.photo import decode_photos
 from dal_dist.pool.schema import DECODE_COLUMNS, OPTIONAL_COLUMNS
 
 
@@ -39,8 +40,22 @@ def iter_batches(path: str | os.PathLike, columns: Sequence[str] | None = None,
             raise DalDistError(f"{f}: cannot read (truncated or corrupt?): {e}") from e
 
 
-def read_images(pool: Path | str, ids: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
-    """uint8 N×H×W×C images of `ids` in that order (one streaming pass; labels are not read)."""
+def _decode(rb: pa.RecordBatch, shape: tuple[int, int, int] | None, photo: bool) -> DecodedBatch:
+    """A batch decoded to `shape`; with `photo`, each row on its own by the photo transform to the square `shape`."""
+    if photo:
+        if shape is None or shape[0] != shape[1]:
+            raise DalDistError(f"photo decoding needs a square (size, size, channels) shape, got {shape}")
+        return decode_photos(rb, shape[0], shape[2])
+    return decode_to_shape(rb, shape)
+
+
+def read_images(pool: Path | str, ids: np.ndarray, shape: tuple[int, int, int] | None,
+                photo: bool = False) -> np.ndarray:
+    """uint8 N×H×W×C images of `ids` in that order (one streaming pass; labels are not read).
+
+    `photo`: a pool of mixed sizes, every image brought to the model's square `shape` on its own
+    (resize shorter side + centre crop, `photo_transform`), so nothing is stretched or stacked unequal.
+    """
     ids = np.asarray(ids, dtype=np.int64)
     want = pa.array(np.unique(ids))
     found: dict[int, np.ndarray] = {}
@@ -48,7 +63,7 @@ def read_images(pool: Path | str, ids: np.ndarray, shape: tuple[int, int, int] |
         rb = rb.filter(pc.is_in(rb.column("id"), value_set=want))
         if rb.num_rows == 0:
             continue
-        dec = decode_to_shape(rb, shape)
+        dec = _decode(rb, shape, photo)
         if len(dec.reject_ids):
             raise DalDistError(f"{pool}: id {int(dec.reject_ids[0])} cannot be decoded: {dec.reject_reasons[0]}")
         found.update(zip(dec.ids.tolist(), dec.images))
@@ -58,11 +73,12 @@ def read_images(pool: Path | str, ids: np.ndarray, shape: tuple[int, int, int] |
     return np.stack([found[int(i)] for i in ids])
 
 
-def read_labeled_images(pool: Path | str, shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every image and label of a (test) pool, decoded to `shape`."""
+def read_labeled_images(pool: Path | str, shape: tuple[int, int, int] | None,
+                        photo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every image and label of a (test) pool, decoded to `shape` (`photo`: as in `read_images`)."""
     images, labels = [], []
     for rb in iter_batches(pool, columns=(*DECODE_COLUMNS, "label")):
-        dec = decode_to_shape(rb, shape)
+        dec = _decode(rb, shape, photo)
         if len(dec.reject_ids):
             raise DalDistError(f"{pool}: id {int(dec.reject_ids[0])} cannot be decoded: {dec.reject_reasons[0]}")
         if dec.labels is None or (dec.labels < 0).any():

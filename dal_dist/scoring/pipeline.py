@@ -116,7 +116,8 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True,
-               executor: str = "ray", address: str | None = None, keep_probs: bool = False) -> ScoreSummary:
+               executor: str = "ray", address: str | None = None, keep_probs: bool = False,
+               start_timeout: float | None = None) -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
@@ -124,9 +125,13 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     streams the pool through the same `BatchScorer` in this process (no Ray): for pools of a few ten
     thousand images, starting an actor pool costs more than the scoring itself. `keep_probs` adds the
     `probs` column (the mean softmax with dropout off, C float32 per row) that BADGE needs. Ctrl-C or SIGTERM
-    (raised as `interrupts.Terminated`) leaves no staging directory and publishes nothing.
+    (raised as `interrupts.Terminated`) leaves no staging directory and publishes nothing. While no batch
+    has been scored (actors waiting for an autoscaler to add nodes), what is awaited is logged every
+    `WAIT_REPORT_S` seconds; `start_timeout` (seconds) then ends the job with an error saying so.
     """
     t_call = time.time()
+    if start_timeout is not None and not start_timeout > 0:
+        raise DalDistError(f"start_timeout (--start-timeout) = {start_timeout}: expected a positive number of seconds")
     names = check_arguments(acquisitions, mc_samples=mc_samples, workers=workers, batch_size=batch_size,
                             threads_per_worker=threads_per_worker, cpus_per_worker=cpus_per_worker,
                             gpus_per_worker=gpus_per_worker, embedding_source=embedding_source,
@@ -146,7 +151,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     with sigterm_raises():  # after ray.init, which installs its own SIGTERM handler (restored after)
         return run_ray(ray, plan, workers=workers, gpus_per_worker=gpus_per_worker,
                        cpus_per_worker=cpus_per_worker, threads_per_worker=threads_per_worker,
-                       progress=progress, t_call=t_call)
+                       progress=progress, t_call=t_call, start_timeout=start_timeout)
 
 
 # ------------------------------------------------------------------------------------------ validate
@@ -347,7 +352,8 @@ def start_ray(address: str | None) -> tuple[Any, bool]:
 
 def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float | None,
             cpus_per_worker: float | None, threads_per_worker: int | None, progress: bool,
-            t_call: float, scorer_cls: type[BatchScorer] = BatchScorer) -> ScoreSummary:
+            t_call: float, scorer_cls: type[BatchScorer] = BatchScorer,
+            start_timeout: float | None = None) -> ScoreSummary:
     """Ray Data: read the pool → `BatchScorer` actors → write Parquet into staging, then publish."""
     from dal_dist.scoring.placement import node_cpus, plan_actor_resources, plan_cpus
 
@@ -371,7 +377,13 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )
-        write_scores(ds, staging, plan, workers, tracker, progress)
+        with StartWatchdog(ray, tracker, workers, res, start_timeout) as watchdog:
+            try:
+                write_scores(ds, staging, plan, workers, tracker, progress)
+            except KeyboardInterrupt:
+                if watchdog.expired:
+                    raise DalDistError(watchdog.message()) from None
+                raise
         rows, first, first_rows, last = tracker_times(ray, tracker)
         written, rejects = publish(staging, plan.out, plan.expected, plan.overwrite, plan.marker())
     except BaseException as e:
@@ -450,6 +462,58 @@ def write_scores(ds: Any, staging: fsx.Location, plan: ScoringPlan, workers: int
     with progress_bar(tracker, plan.expected, progress):
         ds.write_parquet(data_path, filesystem=data_fs, min_rows_per_file=plan.batch_size * 64,
                          ray_remote_args={"num_cpus": IO_TASK_CPUS}, concurrency=workers, try_create_dir=False)
+
+
+WAIT_REPORT_S = 30.0  # how often a job whose actors have not scored a batch says what it waits for
+
+
+class StartWatchdog:
+    """Until the first batch is scored, say what the job waits for (actors the cluster cannot place yet, e.g.
+    GPU nodes an autoscaler has still to add); past `timeout` seconds, stop the job from the main thread."""
+
+    def __init__(self, ray: Any, tracker: Any, workers: int, res: Any, timeout: float | None):
+        self.ray, self.tracker, self.workers, self.res, self.timeout = ray, tracker, workers, res, timeout
+        self.expired = False
+        self._done = threading.Event()
+        self._t0 = time.monotonic()
+
+    def message(self) -> str:
+        avail = self.ray.available_resources()
+        return (f"no batch scored within start_timeout (--start-timeout) = {self.timeout:g} s: waiting for "
+                f"{self.workers} scoring actor(s) of {self.res.num_cpus:g} CPU and {self.res.num_gpus:g} GPU each; "
+                f"the cluster has {avail.get('CPU', 0):g} CPU and {avail.get('GPU', 0):g} GPU free now")
+
+    def _scored(self) -> bool:
+        try:
+            return self.ray.get(self.tracker.get.remote(), timeout=5)[0] > 0
+        except Exception:  # the counter is best-effort: never stop a job because it is unreachable
+            return True
+
+    def _watch(self) -> None:
+        import _thread
+
+        next_report = WAIT_REPORT_S
+        while not self._done.wait(1.0):
+            waited = time.monotonic() - self._t0
+            if waited >= next_report or (self.timeout is not None and waited >= self.timeout):
+                if self._scored():
+                    return
+                if self.timeout is not None and waited >= self.timeout:
+                    self.expired = True
+                    _thread.interrupt_main()  # unwinds like Ctrl-C: staging removed, nothing published
+                    return
+                log.warning("%.0f s and no batch scored yet: waiting for %d actor(s) of %g CPU / %g GPU each "
+                            "(free now: %s)", waited, self.workers, self.res.num_cpus, self.res.num_gpus,
+                            {k: v for k, v in self.ray.available_resources().items() if k in ("CPU", "GPU")})
+                next_report += WAIT_REPORT_S
+
+    def __enter__(self) -> "StartWatchdog":
+        if self.tracker is not None:
+            threading.Thread(target=self._watch, name="dal-dist-start-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
 
 
 @contextmanager
