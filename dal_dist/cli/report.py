@@ -34,7 +34,9 @@ def report(
     if out is not None:
         checks.output_dir("--out", out, "a directory for the report")
     if html is not None:
-        _html_target(html)
+        from dal_dist.driver.report_html import check_html_out
+
+        check_html_out(html, "--html")
     written: dict[str, str] = {}
     if out is not None:
         from dal_dist.driver.report import make_report
@@ -46,15 +48,3 @@ def report(
         written["html"] = str(write_html_report(run_dirs, html, ts))
     typer.echo(json.dumps(written))
 
-
-def _html_target(value: str) -> None:
-    """--html names a file to write: not a directory, its folder must exist."""
-    from pathlib import Path
-
-    from dal_dist.errors import DalDistError
-
-    path = Path(checks.nonempty("--html", value, "an HTML file to write"))
-    if path.is_dir():
-        raise DalDistError(f"--html {path}: is a directory; expected the path of the HTML file to write")
-    if not path.parent.is_dir():
-        raise DalDistError(f"--html {path}: folder {path.parent} does not exist")
