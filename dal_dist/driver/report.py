@@ -174,7 +174,9 @@ def selection_grid(run_dir: str | os.PathLike, out: str | os.PathLike, max_per_r
     rows = []
     for r in sorted(set(rounds.tolist())):
         sel = np.flatnonzero(rounds == r)[:max_per_round]
-        imgs = read_images(state.pool, ids_all[sel], None)
+        # A pool of mixed sizes is shown as 96-px centre crops (the photo transform), never stacked unequal.
+        imgs = (read_images(state.pool, ids_all[sel], None) if state.image_shape is not None
+                else read_images(state.pool, ids_all[sel], (96, 96, 3), photo=True))
         rows.append((r, imgs, labels_all[sel]))
     h, w = rows[0][1].shape[1:3]
     cell_w, cell_h, left = w * scale + 4, h * scale + 14, 70
