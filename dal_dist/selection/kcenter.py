@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from dal_dist.device import torch_device
 from dal_dist.errors import DalDistError
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -192,9 +193,7 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
     """
     import torch  # imported here: shard actors on float32/CPU never need it
 
-    dev = "cuda" if device in (None, "auto") and torch.cuda.is_available() else (device or "cpu")
-    if dev == "auto":
-        dev = "cpu"
+    dev = str(torch_device(device))  # None / "auto": the GPU when there is one
     tdtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
               np.dtype(np.uint16): torch.bfloat16}[x.dtype]
     if str(dev).startswith("cuda"):
