@@ -391,6 +391,9 @@ def run_in_process(args: list[str], capfd: pytest.CaptureFixture[str], monkeypat
         raise ReachedRay("the command went on to start Ray: the bad value was not refused before work")
 
     monkeypatch.setattr(ray, "init", trapped)
+    # A Ray started by an earlier test of the session must not let a slipped value run for real (or wait
+    # forever for a GPU): to the command, no Ray is running, so it must start one, which the trap catches.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(sys, "argv", ["dal-dist", *args])
     capfd.readouterr()
     code: int | str | None = 0
