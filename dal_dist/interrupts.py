@@ -22,7 +22,11 @@ class Terminated(KeyboardInterrupt):
     exit_code = 128 + int(signal.SIGTERM)
 
 
+received: list[int] = []  # SIGTERMs turned into `Terminated` in this process (the CLI's exit status reads it)
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    received.append(signum)
     raise Terminated(f"terminated by signal {signum}")
 
 
@@ -65,5 +69,6 @@ def deferred_signals() -> Iterator[None]:
             signal.signal(s, handler)
     if arrived:
         if arrived[0] == signal.SIGTERM:
+            received.append(arrived[0])
             raise Terminated(f"terminated by signal {arrived[0]}")
         raise KeyboardInterrupt

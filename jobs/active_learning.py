@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from dal_dist.cli import main
+from dal_dist.cli.main import import_everything, main
 
 
 def _run_dir(argv: list[str]) -> str | None:
@@ -32,6 +32,7 @@ def _run_dir(argv: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
+    import_everything()  # before Ray connects: the job's working_dir copy may not outlive that
     argv = sys.argv[1:]
     sys.argv[1:] = ["run", *argv]
     main()  # exits non-zero on error, like the CLI

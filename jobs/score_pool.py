@@ -7,8 +7,9 @@ summary as the last stdout line. `ray.init()` with no address joins the job's cl
 
 import sys
 
-from dal_dist.cli import main
+from dal_dist.cli.main import import_everything, main
 
 if __name__ == "__main__":
+    import_everything()  # before Ray connects: the job's working_dir copy may not outlive that
     sys.argv[1:1] = ["score"]
     main()

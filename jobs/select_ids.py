@@ -6,8 +6,9 @@ Only `--distributed` k-center uses Ray; it then joins the job's cluster (`ray.in
 
 import sys
 
-from dal_dist.cli import main
+from dal_dist.cli.main import import_everything, main
 
 if __name__ == "__main__":
+    import_everything()  # before Ray connects: the job's working_dir copy may not outlive that
     sys.argv[1:1] = ["select"]
     main()

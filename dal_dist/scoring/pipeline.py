@@ -483,11 +483,12 @@ class StartWatchdog:
                 f"{self.workers} scoring actor(s) of {self.res.num_cpus:g} CPU and {self.res.num_gpus:g} GPU each; "
                 f"the cluster has {avail.get('CPU', 0):g} CPU and {avail.get('GPU', 0):g} GPU free now")
 
-    def _scored(self) -> bool:
+    def _scored(self) -> bool | None:
+        """Whether a batch has been scored; None while the counter cannot be asked (it may itself be waiting)."""
         try:
             return self.ray.get(self.tracker.get.remote(), timeout=5)[0] > 0
-        except Exception:  # the counter is best-effort: never stop a job because it is unreachable
-            return True
+        except Exception:
+            return None
 
     def _watch(self) -> None:
         import _thread
@@ -496,9 +497,10 @@ class StartWatchdog:
         while not self._done.wait(1.0):
             waited = time.monotonic() - self._t0
             if waited >= next_report or (self.timeout is not None and waited >= self.timeout):
-                if self._scored():
+                scored = self._scored()
+                if scored:
                     return
-                if self.timeout is not None and waited >= self.timeout:
+                if scored is False and self.timeout is not None and waited >= self.timeout:
                     self.expired = True
                     _thread.interrupt_main()  # unwinds like Ctrl-C: staging removed, nothing published
                     return

@@ -279,9 +279,12 @@ def test_full_disk_while_writing_scores_keeps_the_old_scores(ray_local, synth, s
     pool, ckpt = synth
     out = small_disk / "scores"
     labeled = pool_ids(pool)[:-600]  # 600 rows to score
-    out.mkdir()  # earlier published scores (any valid scores file will do)
-    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "bald": pa.array([0.5, 0.25], pa.float32())}),
-                   out / "part-0.parquet")
+    out.mkdir()  # earlier published scores (a scores file, which is all --overwrite may replace)
+    from dal_dist.scoring import output_schema
+
+    old = [{"id": i, "bald": b, "embedding": [0.0] * 4, "pred": 0, "confidence": 0.5, "labeled": False}
+           for i, b in ((1, 0.5), (2, 0.25))]
+    pq.write_table(pa.Table.from_pylist(old, schema=output_schema(["bald"], 4)), out / "part-0.parquet")
     before = read_scores_table(out)
     filler = _fill(small_disk)
     with pytest.raises(StorageError, match=r"scoring failed on a file operation \(.*No space left on device\)"):
