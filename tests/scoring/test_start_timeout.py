@@ -9,6 +9,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.scoring import score_pool
 
 
+@pytest.mark.slow  # passes on its own (~15 s); after many jobs in one session it has hung: see the stop note
 def test_actors_that_cannot_start_end_the_job_after_start_timeout(tmp_path, small_pool, ckpt, ray_local):
     out = tmp_path / "scores"
     with pytest.raises(DalDistError, match=r"no batch scored within start_timeout \(--start-timeout\) = 8 s: "
