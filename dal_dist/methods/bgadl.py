@@ -37,6 +37,7 @@ from torch import nn
 
 from dal_dist.atomic import atomic_path, write_parquet_atomic
 from dal_dist.errors import DalDistError
+from dal_dist.models.weights import load_weights_only
 from dal_dist.pool import decode_images, pool_schema, raw_image_batch
 
 CHECKPOINT_FORMAT = "dal-dist-vae-acgan/1"
@@ -333,11 +334,7 @@ def load_vae_acgan(path: str | os.PathLike) -> VAEACGAN:
     path = str(path)
     if not os.path.exists(path):
         raise DalDistError(f"VAE-ACGAN checkpoint {path}: file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for corrupt zips
-        raise DalDistError(f"VAE-ACGAN checkpoint {path}: refused or unreadable with weights_only=True: "
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    payload = load_weights_only(path, "VAE-ACGAN checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DalDistError(f"VAE-ACGAN checkpoint {path}: not a {CHECKPOINT_FORMAT!r} file "
                            "(expected `format`, `config`, `state_dict`)")

@@ -21,6 +21,7 @@ from dal_dist.atomic import atomic_path
 from dal_dist.errors import DalDistError
 from dal_dist.models.base import DALModel, ModelConfig
 from dal_dist.models.registry import build_model
+from dal_dist.models.weights import load_weights_only
 
 CHECKPOINT_FORMAT = "dal-dist-checkpoint/2"
 LEGACY_FORMAT = "dal-dist-checkpoint/1"  # "resnet18" meant the small-input variant when inputs were <= 64 px
@@ -44,12 +45,7 @@ def load_checkpoint(path: str | os.PathLike, expect_name: str | None = None) -> 
     path = str(path)
     if not os.path.exists(path):
         raise DalDistError(f"checkpoint {path}: file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for corrupt zips
-        raise DalDistError(f"checkpoint {path}: refused or unreadable with weights_only=True "
-                           f"(a dal-dist checkpoint holds only tensors and JSON): {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    payload = load_weights_only(path, "checkpoint", "a dal-dist checkpoint holds only tensors and JSON")
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
         raise DalDistError(f"checkpoint {path}: not a dal-dist checkpoint (expected format "

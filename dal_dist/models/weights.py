@@ -9,6 +9,7 @@ the model must be in the file with the same shape, and the file may hold nothing
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -18,18 +19,25 @@ from dal_dist.models.base import DALModel
 SHOW_KEYS = 4  # keys named per kind of problem in an error message
 
 
+def load_weights_only(path: str, what: str, expected: str = "") -> Any:
+    """`torch.load(weights_only=True)` of a local file: pickled code, a corrupt zip or a non-torch file is one
+    DalDistError naming `what`, the file and (in parentheses) what it should have been."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for corrupt or non-torch files
+        first = str(e).splitlines()[0] if str(e) else ""
+        why = f" ({expected})" if expected else ""
+        raise DalDistError(f"{what} {path}: refused or unreadable with weights_only=True{why}: "
+                           f"{type(e).__name__}: {first}") from e
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a local state_dict file, read with `weights_only=True`, or a one-line error."""
     path = str(path)
     if not os.path.isfile(path):
         raise DalDistError(f"weights {path}: " + ("is a directory; expected a state_dict file" if os.path.isdir(path)
                                                   else "file not found"))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for corrupt or non-torch files
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise DalDistError(f"weights {path}: refused or unreadable with weights_only=True (expected a state_dict "
-                           f"saved with torch.save(model.state_dict(), FILE)): {type(e).__name__}: {first}") from e
+    state = load_weights_only(path, "weights", "expected a state_dict saved with torch.save(model.state_dict(), FILE)")
     if isinstance(state, dict) and "state_dict" in state and "config" in state:
         raise DalDistError(f"weights {path}: is a dal-dist checkpoint, not a state_dict; score or warm-start from "
                            "it as a checkpoint, or save its model's state_dict()")

@@ -16,12 +16,6 @@ from dal_dist.models import (MODEL_FACTORIES, build_model, default_config, mc_he
 PACKAGE = Path(__file__).resolve().parents[2] / "dal_dist"
 
 
-@pytest.fixture(params=["mnist-cnn", "resnet18-small"])
-def model(request):
-    size = 28 if request.param == "mnist-cnn" else 16
-    return build_model(default_config(request.param, 10, image_size=size, seed=3))
-
-
 def _input(model, n=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     c = model.config
