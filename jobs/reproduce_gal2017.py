@@ -72,35 +72,6 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int
     }
 
 
-def one_run(strategy: str, seed: int, pool: Path, test: Path, workdir: Path, opts: dict, threads: int) -> dict:
-    """Run (or resume) one (strategy, seed) run to its end; accumulates its wall time in wall_s.json."""
-    import torch
-
-    from dal_dist.driver.config import parse_config
-    from dal_dist.driver import run
-
-    torch.set_num_threads(threads)
-    rd = workdir / f"{strategy}-seed{seed}"
-    cfg = parse_config(run_config(strategy, seed, pool, test, **opts))
-    t = time.time()
-    # An existing run continues under its stored config (its stop accuracy may differ from this call's).
-    existing = (rd / "config.json").exists()
-    # --gpu / no --gpu decides where the rest of an existing run goes, whatever it started on.
-    run(None if existing else cfg, rd, resume=existing, log=lambda m: None,
-        use_gpu=opts["gpu"] if existing else None)
-    wall_file = rd / "wall_s.json"
-    prev = json.loads(wall_file.read_text())["wall_s"] if wall_file.exists() else 0.0
-    wall = prev + time.time() - t
-    wall_file.write_text(json.dumps({"wall_s": round(wall, 1)}))
-    return {"run": rd.name, "seconds": round(time.time() - t, 1), "wall_s_total": round(wall, 1)}
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mnist-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -122,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
 
-    from dal_dist.driver.report import load_curve, plot_curves, summary_table, write_curves_csv
+    from dal_dist.driver.experiment import grid_curves, run_grid, run_state_rows
+    from dal_dist.driver.report import plot_curves, summary_table, write_curves_csv
 
     strategies = [s for s in a.strategies.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -135,36 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         head = [s for s in strategies if s in ("bald", "random")]
         todo = [(s, seed) for seed in seeds for s in head]
         todo += [(s, seed) for seed in seeds for s in strategies if s not in head]
-        if a.jobs <= 1:
-            for s, seed in todo:
-                print(json.dumps(one_run(s, seed, pool, test, a.workdir, opts, a.threads or torch_threads())),
-                      flush=True)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as ex:
-                futs = [ex.submit(one_run, s, seed, pool, test, a.workdir, opts, 1) for s, seed in todo]
-                for f in as_completed(futs):
-                    print(json.dumps(f.result()), flush=True)
-    from dal_dist.driver import run_status
-
-    dirs = [d for d in sorted(a.workdir.glob("*-seed*")) if (d / "config.json").exists()]
-    # A run that has not finished one acquisition round yet has no curve to compare.
-    curves = [c for c in (load_curve(d, name=d.name) for d in dirs) if c.strategy in strategies and len(c.labels) > 1]
+        run_grid([(f"{s}-seed{seed}", run_config(s, seed, pool, test, **opts)) for s, seed in todo], a.workdir,
+                 jobs=a.jobs, threads=a.threads, gpu=a.gpu, emit=lambda line: print(line, flush=True))
+    pairs = grid_curves(a.workdir, strategies)
+    curves = [c for _, c in pairs]
     a.results.mkdir(parents=True, exist_ok=True)
     write_curves_csv(curves, a.results / "curves.csv")
     plot_curves(curves, a.results / "learning_curves.png", "MNIST (Gal et al. 2017 protocol): test accuracy vs labels")
     table = summary_table(curves, (0.90, 0.95))
     paper = "\n".join(f"| {s} | {e10} | {e5} |" for s, (e10, e5) in PAPER.items())
-    runs = ["| run | state | labels | last test accuracy | step time (s) |", "|---|---|---|---|---|"]
-    for d, c in zip([d for d in dirs if d.name in {c.name for c in curves}], curves):
-        st = run_status(d)
-        stop = json.loads((d / "config.json").read_text())["config"].get("stop_at_accuracy")
-        state = (f"reached its stop accuracy {stop}" if st["target_reached_round"]
-                 else "complete" if st["complete"] else f"in progress (next: round {st['next']['round']})")
-        wall = round(sum(sum(json.loads(t.read_text()).values()) for t in (d / "rounds").glob("*/timings.json")))
-        runs.append(f"| {d.name} | {state} | {c.labels[-1]} | {c.accuracy[-1]:.4f} | {wall} |")
+    runs = run_state_rows(pairs)
     ratio = ""
     b, r = ([c.labels_to_reach(0.90) for c in curves if c.strategy == k] for k in ("bald", "random"))
     if b and r and all(x is not None for x in b + r):

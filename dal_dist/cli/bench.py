@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import typer
 
 from dal_dist.cli import checks
@@ -129,3 +131,27 @@ def select(
         raise DalDistError(f"--k {k}: more picks than the --n {n} candidate rows")
     checks.check_fits_memory(f"--n {n} rows x (--dim {dim} + --classes {classes})", 2 * n * (dim + classes + 4) * 4)
     bench.main(names, n=n, k=k, dim=dim, classes=classes, seed=seed)
+
+
+@bench_app.command("round")
+def round_(
+    n: int = typer.Option(1_000_000, "--n", min=2, help="Cached embeddings (seeded synthetic clusters, float16)."),
+    dim: int = typer.Option(512, "--dim", min=1, max=65_536, help="Embedding width."),
+    labeled: int = typer.Option(10_000, "--labeled", min=1, help="Labeled rows the head trains on."),
+    k: int = typer.Option(1000, "--k", min=1, help="Batch size picked."),
+    mc_samples: int = typer.Option(20, "--mc-samples", min=2, max=1000, help="T, head samples per row."),
+    strategy: str = typer.Option("bald", "--strategy", help="bald (top-k), kcenter, or a comma list."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """One frozen-backbone round over N cached embeddings: train_s, score_s, select_s, round_s, peak RSS."""
+    from dal_dist.benchmarks import round as bench
+
+    names = tuple(s.strip() for s in strategy.split(","))
+    unknown = [s for s in names if s not in bench.ROUND_STRATEGIES]
+    if unknown:
+        raise DalDistError(f"--strategy {','.join(unknown)}: expected names from {', '.join(bench.ROUND_STRATEGIES)}")
+    if labeled + k > n:
+        raise DalDistError(f"--labeled {labeled} + --k {k}: more than the --n {n} rows")
+    checks.check_fits_disk(f"--n {n} x --dim {dim} float16 embeddings", 2.5 * n * dim * 2, tempfile.gettempdir())
+    checks.check_fits_memory(f"--n {n} x --dim {dim}", 4 * n * dim * 2)
+    bench.main(n=n, dim=dim, labeled=labeled, k=k, mc_samples=mc_samples, strategies=names, seed=seed)

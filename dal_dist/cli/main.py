@@ -12,6 +12,7 @@ import sys
 import typer
 
 import dal_dist.cli.bench  # noqa: F401  (each command module registers its commands on `app`)
+import dal_dist.cli.embed  # noqa: F401
 import dal_dist.cli.model  # noqa: F401
 import dal_dist.cli.pool  # noqa: F401
 import dal_dist.cli.report  # noqa: F401

@@ -72,6 +72,20 @@ class ModelSection(_Strict):
                                 "starts from each round (never downloaded); relative to the config file")
     normalize: Literal["imagenet", "half", "none"] | NormalizeSection | None = Field(
         None, description="input normalization; null: the model's default (imagenet for torchvision and plug-ins)")
+    backbone: Literal["trainable", "frozen"] | None = Field(
+        None, description="frozen: the backbone ran once (`dal-dist embed`); each round trains only a dropout head "
+                          "on `embeddings` and scores it there, no image decoded; null: trainable")
+    embeddings: str | None = Field(None, min_length=1, description="frozen backbone: the pool's `dal-dist embed` "
+                                   "output (relative to the config file)")
+    test_embeddings: str | None = Field(None, min_length=1, description="frozen backbone: the test pool's "
+                                        "`dal-dist embed` output, made by the same model (labels: test_pool)")
+    hidden: int | None = Field(None, ge=1, description="frozen backbone: width of the head's hidden layer "
+                               "(before the dropout, so it runs once per row); null: dropout → linear only")
+
+    @property
+    def frozen(self) -> bool:
+        """Whether rounds train and score a head over cached embeddings instead of the whole network."""
+        return self.backbone == "frozen"
 
     @field_validator("name")
     @classmethod
@@ -119,7 +133,7 @@ class ModelSection(_Strict):
         return self.normalize.model_dump() if isinstance(self.normalize, NormalizeSection) else self.normalize
 
 
-MODEL_FIELDS_SINCE_HASH = ("weights", "normalize")
+MODEL_FIELDS_SINCE_HASH = ("weights", "normalize", "backbone", "embeddings", "test_embeddings", "hidden")
 OPTIONAL_STRATEGY_FIELDS = ("beta", "clusters")  # strategy options added after runs existed: left out of the hash while unset
 NORMALIZE_NAMES = ("imagenet", "half", "none")
 
@@ -250,7 +264,32 @@ class RunConfig(_Strict):
             raise ValueError(f"train.workers={self.train.workers} needs executor: ray (local trains in one process)")
         if not STRATEGIES[self.strategy.name].learning_loss and self.train.learning_loss:
             raise ValueError("train.learning_loss is only meaningful with strategy learning_loss")
+        self._check_frozen_backbone()
         return self
+
+    def _check_frozen_backbone(self) -> None:
+        """A frozen-backbone run names its embeddings and uses no part of the image pipeline."""
+        m, st = self.model, STRATEGIES[self.strategy.name]
+        if not m.frozen:
+            given = [k for k in ("embeddings", "test_embeddings", "hidden") if getattr(m, k) is not None]
+            if given:
+                raise ValueError(f"model.{given[0]} is only used with model.backbone: frozen")
+            return
+        if m.embeddings is None:
+            raise ValueError("model.backbone: frozen needs model.embeddings (the pool's `dal-dist embed` output)")
+        if (self.test_pool is None) != (m.test_embeddings is None):
+            raise ValueError("model.backbone: frozen evaluates on cached embeddings too: give both test_pool (its "
+                             "labels) and model.test_embeddings (its `dal-dist embed` output), or neither")
+        image_only = [k for k in ("weights", "normalize", "image_size", "in_channels") if getattr(m, k) is not None]
+        if image_only:
+            raise ValueError(f"model.{image_only[0]} describes the backbone, which ran in `dal-dist embed`; a frozen-"
+                             "backbone run trains only the head")
+        if st.learning_loss or st.trains_selector or st.reads_generated or st.reruns_model:
+            raise ValueError(f"strategy {self.strategy.name} needs the images and the whole network each round; "
+                             "it does not run with model.backbone: frozen")
+        if self.train.augment != "none":
+            raise ValueError(f"train.augment {self.train.augment!r} transforms images; a frozen backbone's head "
+                             "trains on cached embeddings (use augment: none)")
 
     def num_rounds(self) -> int:
         """Acquisition rounds: `rounds`, or enough to reach `total_budget` (the last one may be smaller)."""
@@ -346,8 +385,10 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         return str((base / Path(p).expanduser()).resolve())
 
     update = {"pool": fix(cfg.pool), "test_pool": fix(cfg.test_pool), "run_dir": fix(cfg.run_dir)}
-    if cfg.model.weights is not None:
-        update["model"] = cfg.model.model_copy(update={"weights": fix(cfg.model.weights)})
+    paths = {k: fix(getattr(cfg.model, k)) for k in ("weights", "embeddings", "test_embeddings")
+             if getattr(cfg.model, k) is not None}
+    if paths:
+        update["model"] = cfg.model.model_copy(update=paths)
     if cfg.label_studio is not None:
         ls = cfg.label_studio
         update["label_studio"] = ls.model_copy(update={"document_root": fix(ls.document_root),

@@ -30,7 +30,8 @@ from dal_dist.driver.state import RunState, reached_target
 from dal_dist.driver.strategies import SELECTOR_FILE, STRATEGIES, Strategy
 from dal_dist.errors import DalDistError
 from dal_dist.models.checkpoint import CHECKPOINT_FILE
-from dal_dist.pool import read_images, read_labeled_images
+from dal_dist.pool import read_images, read_labeled_images, read_pool_labels
+from dal_dist.scoring.embed import read_embedding_rows
 
 
 class Paused(Exception):
@@ -59,6 +60,7 @@ class RoundContext:
         self._oracle: Any = None
         self._test: tuple[np.ndarray, np.ndarray] | None = None
         self._image_read: tuple[tuple[int, int, int] | None, bool] | None = None
+        self._embeddings: dict[str, Any] = {}
 
     def oracle(self) -> Any:
         """The simulated oracle (built on first use: a human-oracle run never reads the pool's labels)."""
@@ -69,11 +71,28 @@ class RoundContext:
         return self._oracle
 
     def test_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """The decoded test pool, read once per driver invocation."""
+        """The test pool's inputs (decoded images, or cached embedding rows for a frozen backbone) and labels,
+        read once per driver invocation."""
         if self._test is None:
-            shape, photo = self.image_read()
-            self._test = read_labeled_images(self.s.test_pool, shape, photo=photo)
+            if self.cfg.model.frozen:
+                ids, labels = read_pool_labels(self.s.test_pool)
+                self._test = (read_embedding_rows(self.embeddings("test_embeddings"), ids), labels)
+            else:
+                shape, photo = self.image_read()
+                self._test = read_labeled_images(self.s.test_pool, shape, photo=photo)
         return self._test
+
+    def embeddings(self, key: str = "embeddings") -> Any:
+        """The frozen backbone's cached embeddings of the pool (`embeddings`) or of the test pool, checked once."""
+        if key not in self._embeddings:
+            from dal_dist.scoring import embeddings_info
+
+            info = embeddings_info(getattr(self.cfg.model, key))
+            if info.model and info.model != self.cfg.model.name:
+                raise DalDistError(f"model.{key} {info.path}: made by model {info.model!r}, but model.name is "
+                                   f"{self.cfg.model.name!r} (name the backbone that made the embeddings)")
+            self._embeddings[key] = info
+        return self._embeddings[key]
 
     def image_read(self) -> tuple[tuple[int, int, int] | None, bool]:
         """(shape, photo) images are read with for the task model: the pool's shape when it is uniform and the
@@ -121,11 +140,13 @@ def train_step(ctx: RoundContext, r: int, rd: Path) -> None:
     labeled = ctx.ledger.table(before_round=r).sort_by("id")
     ids = labeled.column("id").to_numpy()
     labels = labeled.column("label").to_numpy()
-    images = read_images(ctx.s.pool, ids, *ctx.image_read())
-    images, labels, generated = _with_generated(ctx, r, images, labels)
     train_cfg = ctx.cfg.train.model_copy(
         update={"seed": round_seed(ctx.cfg.seed * 7919 + ctx.cfg.train.seed, r, "train")})
     prev = layout.round_dir(ctx.run_dir, r - 1) / CHECKPOINT_FILE
+    if ctx.cfg.model.frozen:
+        return _train_head(ctx, r, rd, ids, labels, train_cfg, prev)
+    images = read_images(ctx.s.pool, ids, *ctx.image_read())
+    images, labels, generated = _with_generated(ctx, r, images, labels)
     ctx.ensure_ray_for_executor()
     storage = layout.train_scratch(ctx.run_dir, r)
     try:
@@ -142,6 +163,25 @@ def train_step(ctx: RoundContext, r: int, rd: Path) -> None:
     write_json_atomic(rd / layout.TRAIN_JSON, {"labels": int(len(ids)), "seed": train_cfg.seed,
                                                "use_gpu": train_cfg.use_gpu, "executor": ctx.cfg.executor,
                                                "metrics": result.metrics, "history": result.history, **info})
+
+
+def _train_head(ctx: RoundContext, r: int, rd: Path, ids: np.ndarray, labels: np.ndarray, train_cfg: Any,
+                prev: Path) -> None:
+    """Frozen backbone: fit only the dropout head, in this process, on the labeled ids' cached embeddings."""
+    from dal_dist.models import default_config
+    from dal_dist.training import train_head
+
+    info = ctx.embeddings()
+    rows = read_embedding_rows(info, ids)
+    config = default_config("embedding-head", ctx.s.num_classes, in_channels=info.dim, image_size=1,
+                            seed=round_seed(ctx.cfg.seed, r, "model"), dropout=ctx.cfg.model.dropout,
+                            hidden=ctx.cfg.model.hidden or 0)
+    result = train_head(config, rows, labels, train_cfg, rd / CHECKPOINT_FILE,
+                        init_checkpoint=prev if prev.is_file() else None)
+    write_json_atomic(rd / layout.TRAIN_JSON, {"labels": int(len(ids)), "seed": train_cfg.seed,
+                                               "use_gpu": train_cfg.use_gpu, "executor": "local",
+                                               "backbone": "frozen", "embeddings": info.path,
+                                               "metrics": result.metrics, "history": result.history})
 
 
 def _with_generated(ctx: RoundContext, r: int, images: np.ndarray, labels: np.ndarray
@@ -216,10 +256,14 @@ def _train_selector(ctx: RoundContext, r: int, rd: Path, ids: np.ndarray, labels
 # --------------------------------------------------------------------------------------- evaluate
 def evaluate_step(ctx: RoundContext, r: int, rd: Path) -> None:
     """Test accuracy of round r's model (null without a test pool)."""
-    from dal_dist.training import evaluate
+    from dal_dist.training import evaluate, evaluate_rows
 
     acc = None
-    if ctx.s.test_pool is not None:
+    if ctx.s.test_pool is not None and ctx.cfg.model.frozen:
+        from dal_dist.models import load_checkpoint
+
+        acc = evaluate_rows(load_checkpoint(rd / CHECKPOINT_FILE), *ctx.test_set())
+    elif ctx.s.test_pool is not None:
         acc = evaluate(rd / CHECKPOINT_FILE, *ctx.test_set(), device=ctx.local_device())
     trained = layout.read_json(rd / layout.TRAIN_JSON) or {}
     write_json_atomic(rd / layout.METRICS_JSON, {
@@ -243,6 +287,14 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
         rng = np.random.default_rng(round_seed(ctx.cfg.seed, r, "ll_subset"))
         subset = rng.choice(unl, size=min(size, len(unl)), replace=False)
         labeled = np.setdiff1d(ctx.s.pool_ids(), subset)
+    if ctx.cfg.model.frozen:  # T head samples over the cached embeddings: no image decoded, no backbone
+        from dal_dist.scoring import score_embeddings
+
+        score_embeddings(ctx.embeddings().path, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
+                         acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, labeled=labeled,
+                         embed_labeled=ctx.strategy.embed_labeled, seed=round_seed(ctx.cfg.seed, r, "score"),
+                         overwrite=True, keep_probs=ctx.strategy.keep_probs)
+        return
     ctx.ensure_ray_for_executor()
     score_pool(ctx.s.pool, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
                acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, workers=ctx.cfg.workers,

@@ -179,6 +179,8 @@ def mc_head_probs(model: DALModel, f: torch.Tensor, samples: int) -> torch.Tenso
     from the same distribution as T full stochastic forward passes, at the cost of one backbone pass.
     The T copies run as one batched matmul (T·B rows), each row with its own dropout mask.
     """
+    if hasattr(model, "sample_probs"):  # a head that samples its dropout faster, same distribution per row
+        return model.sample_probs(f, samples)
     was_training = model.training
     # Only the dropout layers go stochastic: batch-norm (in the backbone) keeps its running stats.
     for m in model.modules():

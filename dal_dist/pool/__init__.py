@@ -12,7 +12,7 @@ from dal_dist.pool.idfile import read_ids
 from dal_dist.pool.ingest import ingest_image_folder, ingest_image_list, ingest_mnist_idx, ingest_npz
 from dal_dist.pool.listing import pool_files, pool_listing, read_pool_meta
 from dal_dist.pool.photo import PhotoError, decode_photos, photo_transform
-from dal_dist.pool.read import iter_batches, read_images, read_labeled_images
+from dal_dist.pool.read import iter_batches, read_images, read_labeled_images, read_pool_labels
 from dal_dist.pool.schema import (
     DECODE_COLUMNS, INCOMPLETE_MARKER, META_FILE, REJECTS_FILE, REJECTS_SCHEMA, check_schema, pool_schema,
 )
@@ -25,6 +25,6 @@ __all__ = [
     "IngestResult", "PhotoError", "PoolInfo", "PoolWriter", "check_schema", "decode_images", "decode_photos",
     "decode_to_shape",
     "ingest_image_folder", "ingest_image_list", "ingest_mnist_idx", "ingest_npz", "iter_batches", "pool_files", "pool_info",
-    "pool_listing", "pool_schema", "raw_image_batch", "read_ids", "read_images", "read_labeled_images",
+    "pool_listing", "pool_schema", "raw_image_batch", "read_ids", "read_images", "read_labeled_images", "read_pool_labels",
     "photo_transform", "read_pool_meta", "synth_pool", "validate_pool", "write_pool",
 ]

@@ -86,3 +86,16 @@ def read_labeled_images(pool: Path | str, shape: tuple[int, int, int] | None,
         images.append(dec.images)
         labels.append(dec.labels)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def read_pool_labels(pool: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, labels) of every row of a (test) pool, no image read; each row must carry a label."""
+    ids, labels = [], []
+    for rb in iter_batches(pool, columns=("id", "label")):
+        if "label" not in rb.schema.names or rb.column("label").null_count:
+            raise DalDistError(f"{pool}: every test image needs a label (a row without one found)")
+        ids.append(rb.column("id").to_numpy().astype(np.int64, copy=False))
+        labels.append(rb.column("label").to_numpy().astype(np.int64, copy=False))
+    if not ids:
+        raise DalDistError(f"{pool}: no rows")
+    return np.concatenate(ids), np.concatenate(labels)

@@ -79,6 +79,9 @@ def embed_pool(pool: str | os.PathLike, out: str | os.PathLike, *, model: str | 
                     threads_per_worker=threads_per_worker, cpus_per_worker=cpus_per_worker,
                     gpus_per_worker=gpus_per_worker, embedding_source="backbone", embedding_dtype=embedding_dtype,
                     executor=executor)
+    if executor == "local" and (workers != 1 or gpus_per_worker or cpus_per_worker is not None):
+        raise DalDistError("embed: --workers, --gpus-per-worker and --cpus-per-worker size Ray actors; "
+                           "--executor local embeds in this process")
     if (model is None) == (checkpoint is None):
         raise DalDistError("embed: give exactly one of --model (a model name) and --checkpoint (a trained model)")
     if checkpoint is not None and (weights is not None or image_size is not None or normalize is not None):
@@ -125,3 +128,85 @@ def plan_embedding(pool: str | os.PathLike, out: Path | str, model: str | None, 
                          embed_labeled=False, embedding_source="backbone", embedding_dtype=embedding_dtype,
                          batch_size=batch_size, seed=0, overwrite=overwrite, runtime_env=runtime_env_for(net.config),
                          model_name=net.config.name)
+
+
+# ------------------------------------------------------------------------------------------- read
+@dataclass(frozen=True)
+class EmbeddingsInfo:
+    """What a `dal-dist embed` output holds: its files, rows, width and the model that made it."""
+
+    path: str
+    files: list[str]
+    rows: int
+    dim: int
+    dtype: str
+    model: str
+    bytes: int
+
+
+def embeddings_info(path: str | os.PathLike) -> EmbeddingsInfo:
+    """Check that `path` is a published `dal-dist embed` output and say what it holds, or a one-line error."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from dal_dist import fs as fsx
+    from dal_dist.scoring.publish import SCORES_MARKER
+
+    where = str(path)
+    if not fsx.is_dir(where):
+        raise DalDistError(f"{where}: embeddings directory not found (make it with `dal-dist embed`)")
+    marker_at = fsx.join(where, SCORES_MARKER)
+    try:
+        with fsx.open_input(marker_at) as f:
+            marker = json.loads(f.read())
+    except DalDistError:
+        raise DalDistError(f"{where}: not a `dal-dist embed` output (no {SCORES_MARKER}; still being written, "
+                           "or not made by dal-dist)") from None
+    except ValueError as e:
+        raise DalDistError(f"{where}/{SCORES_MARKER}: not valid JSON ({e})") from None
+    if marker.get("kind") != EMBEDDINGS_KIND:
+        raise DalDistError(f"{where}: a scores output, not embeddings (its {SCORES_MARKER} has no kind "
+                           f"{EMBEDDINGS_KIND!r}); make embeddings with `dal-dist embed`")
+    files = fsx.list_files(where, ".parquet")
+    if not files:
+        raise DalDistError(f"{where}: no embedding Parquet files")
+    with fsx.open_input(files[0]) as f:
+        field = pq.read_schema(f).field("embedding")
+    return EmbeddingsInfo(path=where, files=files, rows=int(marker.get("rows", 0)), dim=int(field.type.list_size),
+                          dtype=str(marker.get("embedding_dtype", "float16")), model=str(marker.get("model", "")),
+                          bytes=sum(fsx.size(f) for f in files))
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """An Arrow fixed-size-list `embedding` column as a float32 N×D matrix (one copy, no Python objects)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    m = arr.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    return m if m.flags.writeable else m.copy()  # torch wants writable memory
+
+
+def read_embedding_rows(info: EmbeddingsInfo, ids: np.ndarray) -> np.ndarray:
+    """float32 embeddings of `ids`, in that order; ids with no embedding (not in the pool, or rejected) refused."""
+    import pyarrow.parquet as pq
+
+    from dal_dist import fs as fsx
+
+    ids = np.asarray(ids, dtype=np.int64)
+    want = np.unique(ids)
+    found_ids, found = [], []
+    for f in info.files:
+        with fsx.open_input(f) as fh:
+            t = pq.read_table(fh, columns=["id", "embedding"])
+        fid = t.column("id").to_numpy()
+        keep = np.isin(fid, want)
+        if keep.any():
+            found_ids.append(fid[keep])
+            found.append(embedding_matrix(t.column("embedding").filter(pa.array(keep)), info.dim))
+    got_ids = np.concatenate(found_ids) if found_ids else np.empty(0, np.int64)
+    missing = np.setdiff1d(want, got_ids)
+    if len(missing):
+        raise DalDistError(f"{info.path}: no embedding for {len(missing)} of the ids asked for, e.g. "
+                           f"{missing[:5].tolist()} (rejected when embedded, or not in the pool that was embedded)")
+    order = np.argsort(got_ids)
+    rows = np.concatenate(found)[order]
+    return rows[np.searchsorted(got_ids[order], ids)]

@@ -86,6 +86,7 @@ class ScoringPlan:
     overwrite: bool
     runtime_env: dict[str, Any] | None = None  # what scoring actors need to import a plug-in model's module
     keep_probs: bool = False  # write `probs` (mean softmax, dropout off; BADGE)
+    columns: list[str] | None = None  # input columns the scorer reads; None: the pool's decode columns
 
     @property
     def expected(self) -> int:
@@ -321,7 +322,7 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
         staging = make_staging(plan.out)
         fsx.make_dirs(fsx.join(staging, "data"))
         scorer.rejects_dir = fsx.join(staging, REJECTS_DIR)
-        cols = read_columns(plan.files)
+        cols = plan.columns or read_columns(plan.files)
         for i, f in enumerate(plan.files):
             parts: list[pa.Table] = []
             try:
@@ -447,7 +448,7 @@ def read_pool_dataset(ray: Any, plan: ScoringPlan, workers: int) -> Any:
             return ray.data.read_parquet(
                 [str(f) for f in plan.files] if local_pool else [i.path for i in pool_infos],
                 filesystem=None if local_pool else pool_fs, concurrency=workers, num_cpus=IO_TASK_CPUS,
-            ).select_columns(read_columns(plan.files))
+            ).select_columns(plan.columns or read_columns(plan.files))
     finally:
         ctx.target_min_block_size, ctx.target_max_block_size = saved
 

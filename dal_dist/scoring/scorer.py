@@ -78,16 +78,7 @@ class BatchScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from dal_dist.pool import decode_photos
 
-        if isinstance(batch, dict):
-            batch = pa.table(batch)
-        ids = batch.column("id").to_numpy()
-        if self.labeled_ids is not None and len(self.labeled_ids):
-            is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)
-            if is_labeled.any() and not self.embed_labeled:
-                batch = batch.filter(pa.array(~is_labeled))
-                is_labeled = np.zeros(batch.num_rows, dtype=bool)
-        else:
-            is_labeled = np.zeros(batch.num_rows, dtype=bool)
+        batch, is_labeled = self.without_labeled(batch)
         # Each row on its own to the model's size (photo transform); raw rows already that size pass as they are.
         decoded = decode_photos(batch, self.config.image_size, self.config.in_channels)
         if len(decoded.reject_ids):
@@ -99,17 +90,37 @@ class BatchScorer:
             self.progress.report.remote(out.num_rows, time.time())
         return out
 
-    @torch.inference_mode()
+    def without_labeled(self, batch: pa.Table | dict) -> tuple[pa.Table, np.ndarray]:
+        """(the batch less its labeled rows unless they are embedded too, which of its rows are labeled)."""
+        if isinstance(batch, dict):
+            batch = pa.table(batch)
+        ids = batch.column("id").to_numpy()
+        if self.labeled_ids is not None and len(self.labeled_ids):
+            is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)
+            if is_labeled.any() and not self.embed_labeled:
+                return batch.filter(pa.array(~is_labeled)), np.zeros(batch.num_rows - int(is_labeled.sum()), bool)
+            return batch, is_labeled
+        return batch, np.zeros(batch.num_rows, dtype=bool)
+
     def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
         """Score uint8 N×H×W×C images; rows flagged labeled get an embedding only (scores null)."""
         from dal_dist.models import preprocess
 
+        if len(ids) == 0:
+            return self.empty_table()
+        with torch.inference_mode():
+            x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device),
+                           self.config)
+        return self.score_inputs(ids, x, is_labeled)
+
+    @torch.inference_mode()
+    def score_inputs(self, ids: np.ndarray, x: torch.Tensor, is_labeled: np.ndarray | None = None) -> pa.Table:
+        """Score model inputs (preprocessed images, or embedding rows for a head): backbone once, T head samples."""
         n = len(ids)
         if is_labeled is None:
             is_labeled = np.zeros(n, dtype=bool)
         if n == 0:
             return self.empty_table()
-        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
         f, levels = self.model.feature_levels(x)
         emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
         scores, pred, conf = self.mc_scores(ids, f)

@@ -62,3 +62,26 @@ def test_errors_name_the_problem_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dal_dist", "model", "init", "--model", "vgg", "--classes", "10",
                         "--out", str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown name 'vgg'" in r.stderr
+
+
+def test_embed_writes_every_row_once_and_refuses_a_second_time(tmp_path, mnist_test_dir):
+    from dal_dist.pool import ingest_mnist_idx
+
+    ingest_mnist_idx(mnist_test_dir / "t10k-images-idx3-ubyte.gz", mnist_test_dir / "t10k-labels-idx1-ubyte.gz",
+                     tmp_path / "full")
+    t = pq.read_table(sorted((tmp_path / "full").glob("part-*.parquet"))[0]).slice(0, 50)
+    (tmp_path / "pool").mkdir()
+    pq.write_table(t, tmp_path / "pool" / "part-0.parquet")
+    out = _ok(["embed", "--pool", tmp_path / "pool", "--model", "mnist-cnn", "--out", tmp_path / "emb",
+               "--executor", "local", "--embedding-dtype", "float32"])
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["rows"], summary["rejects"]) == (50, 0)
+    t = pq.read_table(tmp_path / "emb").sort_by("id")
+    assert t.column("id").to_pylist() == list(range(50)) and t.schema.field("embedding").type.list_size == 3872
+    from dal_dist.errors import DalDistError
+
+    again = runner.invoke(app, ["embed", "--pool", str(tmp_path / "pool"), "--model", "mnist-cnn", "--out",
+                                str(tmp_path / "emb"), "--executor", "local"])
+    assert isinstance(again.exception, DalDistError) and "output directory exists" in str(again.exception)
+    both = runner.invoke(app, ["embed", "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "e2")])
+    assert isinstance(both.exception, DalDistError) and "exactly one of --model" in str(both.exception)

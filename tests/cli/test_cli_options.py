@@ -48,6 +48,8 @@ BASES: dict[str, dict[str, str | None]] = {
     "pool info": {"path": "{pool}"},
     "model init": {"--model": "mnist-cnn", "--classes": "4", "--out": "{new}.pt"},
     "score": {"--pool": "{pool}", "--checkpoint": "{ckpt}", "--out": "{new}", "--mc-samples": "2"},
+    "embed": {"--pool": "{pool}", "--model": "mnist-cnn", "--out": "{new}"},
+    "embed/checkpoint": {"--pool": "{pool}", "--checkpoint": "{ckpt}", "--out": "{new}"},
     "select": {"--strategy": "topk", "--by": "bald", "--k": "2", "--scores": "{scores}", "--out": "{new}.parquet"},
     "select/hybrid": {"--strategy": "hybrid", "--by": "bald", "--candidates": "8", "--k": "2",
                       "--scores": "{scores}", "--out": "{new}.parquet"},
@@ -81,7 +83,7 @@ BASES: dict[str, dict[str, str | None]] = {
 # The mode in which an option is used (an option the base command ignores would prove nothing).
 BASE_OF = {
     ("pool ingest", "--images"): "mnist-idx", ("pool ingest", "--labels"): "mnist-idx",
-    ("pool ingest", "--root"): "image-folder",
+    ("pool ingest", "--root"): "image-folder", ("pool ingest", "--workers"): "image-folder",
     ("select", "--candidates"): "hybrid", ("select", "--storage-dtype"): "hybrid", ("select", "--device"): "hybrid",
     ("select", "--pool"): "kcenter-init", ("select", "--workers"): "distributed",
     ("select", "--beta"): "powerbald", ("select", "--clusters"): "typiclust",
@@ -90,6 +92,7 @@ BASE_OF = {
     ("stream", "--rate"): "rate",
     ("run", "--resume"): "resume",
     ("bench kcenter", "--sharded-workers"): "sharded",
+    ("embed", "--checkpoint"): "checkpoint",
 }
 
 # What a str/Path value names (the Python type alone does not say); anything else of type str is a word.
@@ -97,18 +100,20 @@ PATH_KINDS = {
     "in_file": {("pool ingest", "--images"), ("pool ingest", "--labels"), ("pool ingest", "--file"),
                 ("score", "--checkpoint"), ("score", "--labeled"), ("select", "--labeled"),
                 ("stream", "--checkpoint"), ("run", "--config"), ("labels import", "file"),
-                ("model init", "--weights"), ("select", "--checkpoint")},
+                ("model init", "--weights"), ("select", "--checkpoint"), ("embed", "--weights"),
+                ("embed", "--checkpoint")},
     "in_dir": {("pool ingest", "--root"), ("pool info", "path"), ("score", "--pool"), ("select", "--scores"),
                ("select", "--pool"), ("stream", "--source"), ("run", "--resume"), ("status", "run_dir"),
-               ("labels import", "--run-dir"), ("report", "run_dirs")},
+               ("labels import", "--run-dir"), ("report", "run_dirs"), ("embed", "--pool")},
     "out_file": {("model init", "--out"), ("select", "--out"), ("report", "--html"), ("select", "--cluster-file")},
     "out_dir": {("pool ingest", "--out"), ("pool synth", "--out"), ("score", "--out"), ("stream", "--out"),
-                ("run", "--run-dir"), ("report", "--out")},
+                ("run", "--run-dir"), ("report", "--out"), ("embed", "--out")},
 }
 # Options whose value the walk does not vary, and why.
 NOT_WALKED = {
     ("score", "--address"): "a Ray address is checked by connecting to it, which is the command's work",
     ("select", "--address"): "a Ray address is checked by connecting to it, which is the command's work",
+    ("embed", "--address"): "a Ray address is checked by connecting to it, which is the command's work",
 }
 
 BAD_BY_KIND = {
@@ -129,6 +134,7 @@ EXTRA_BAD = {
     ("score", "--mc-samples"): ["1"],
     ("score", "--acquisition"): ["bald,bogus"],
     ("score", "--gpus-per-worker"): ["1.5"],
+    ("embed", "--gpus-per-worker"): ["1.5"],
     ("select", "--by"): ["embedding", "id", "labeled"],
     ("select", "--scores"): ["{pool}", "{a_dir}"],
     ("select", "--pool"): ["{scores}", "{a_dir}"],
@@ -156,6 +162,8 @@ ACCEPTED = {
     ("model init", "--dropout", "0"): "dropout 0 is a deterministic head (ModelConfig allows [0, 1))",
     ("score", "--gpus-per-worker", "0"): "0 forces CPU actors",
     ("score", "--cpus-per-worker", "0"): "an actor may reserve no CPU (Ray allows num_cpus=0)",
+    ("embed", "--gpus-per-worker", "0"): "0 forces CPU actors",
+    ("embed", "--cpus-per-worker", "0"): "an actor may reserve no CPU (Ray allows num_cpus=0)",
     ("stream", "--budget", "0"): "a zero budget is a stream that labels nothing",
     ("stream", "--budget", HUGE): "a budget above the stream length labels every item",
     ("stream", "--expected", HUGE): "a long stream is any length",

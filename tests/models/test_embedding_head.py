@@ -38,3 +38,23 @@ def test_embedding_head_checkpoints_and_bad_configs(tmp_path):
     assert torch.equal(again(x), model(x))
     with pytest.raises(DalDistError, match="in_channels=D, image_size=1"):
         build_model(default_config("embedding-head", 3, in_channels=8, image_size=4))
+
+
+def test_folded_mask_samples_are_dropout_of_each_row_and_match_per_row_dropout_in_distribution():
+    model = build_model(default_config("embedding-head", 3, in_channels=6, dropout=0.5, seed=1)).eval()
+    f = model.features(torch.randn(4, 6))
+    torch.manual_seed(5)
+    probs = model.sample_probs(f, 7)
+    torch.manual_seed(5)  # the masks it drew, one per sample, shared by the rows of the call
+    keep = (torch.rand(7, 1, 6) >= 0.5).float() / 0.5
+    for t in range(7):
+        ref = torch.softmax(model.fc(f * keep[t]), dim=-1)  # dropout of every row with mask t, by hand
+        assert torch.allclose(probs[t], ref, atol=1e-6)
+    # Per row, the folded samples and nn.Dropout's own per-row masks draw from the same distribution.
+    torch.manual_seed(0)
+    folded = model.sample_probs(f, 20_000).mean(0)
+    model.drop.train(True)
+    torch.manual_seed(1)
+    per_row = torch.softmax(model.head(f.repeat(20_000, 1)), -1).view(20_000, 4, 3).mean(0)
+    assert torch.allclose(folded, per_row, atol=0.01)
+    assert not torch.allclose(folded, torch.softmax(model.fc(f), -1), atol=1e-3)  # dropout does change the mean
