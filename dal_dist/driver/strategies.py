@@ -55,17 +55,20 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     *(_uncertainty(n) for n in UNCERTAINTY),
     Strategy("random", "random"),
     # Sener & Savarese 2018: k-center on embeddings; entropy comes along for free in the same pass.
-    Strategy("kcenter", "kcenter", score=("entropy",), embed_labeled=True),
-    Strategy("hybrid", "hybrid", score=("bald",), embed_labeled=True, takes_by=True, options=("candidates",)),
+    Strategy("kcenter", "kcenter", score=("entropy",), embed_labeled=True, subset_option="subset"),
+    Strategy("hybrid", "hybrid", score=("bald",), embed_labeled=True, takes_by=True, options=("candidates",),
+             subset_option="subset"),
     # Kirsch et al. 2023: the batch sampled with p ∝ bald^β, exp(β·bald) or rank^-β (β → ∞: top-k).
     *(Strategy(n, n, score=("bald",), rank_by="bald", subset_option="subset", takes_by=True, options=("beta",))
       for n in ("powerbald", "softmax", "softrank")),
     # Ash et al. 2020: k-means++ on gradient embeddings (probs, embedding); entropy comes along in the pass.
-    Strategy("badge", "badge", score=("entropy",), keep_probs=True),
+    Strategy("badge", "badge", score=("entropy",), keep_probs=True, subset_option="subset"),
     # Hacohen et al. 2022: the most typical row of the least-covered k-means clusters (labeled rows counted).
-    Strategy("typiclust", "typiclust", score=("entropy",), embed_labeled=True, options=("clusters",)),
+    Strategy("typiclust", "typiclust", score=("entropy",), embed_labeled=True, options=("clusters",),
+             subset_option="subset"),
     # Settles & Craven 2008: bald × (mean cosine similarity to the unlabeled pool)^β, top-k.
-    Strategy("density", "density", score=("bald",), rank_by="bald", takes_by=True, options=("beta",)),
+    Strategy("density", "density", score=("bald",), rank_by="bald", takes_by=True, options=("beta",),
+             subset_option="subset"),
     # Citovsky et al. 2021: top-M by margin, round-robin over the pool's clusters (clustered once per run).
     Strategy("cluster_margin", "cluster_margin", score=("margin",), rank_by="margin",
              options=("candidates", "clusters"), cluster_file=CLUSTERS_FILE),

@@ -21,7 +21,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.embed import EmbeddingsInfo, embedding_matrix, embeddings_info
 from dal_dist.scoring.pipeline import (ScoreSummary, ScoringPlan, check_arguments, check_model_fits, check_output,
-                                       count_in_pool, run_local)
+                                       count_in_pool, exclude_rows, run_local)
 from dal_dist.scoring.scorer import BatchScorer
 
 EMBEDDING_BATCH_ROWS = 65_536  # rows read per batch: a head costs little per row, Arrow overhead a lot per batch
@@ -43,7 +43,8 @@ def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLik
                      acquisitions: str | list[str] = "bald", mc_samples: int = 20,
                      labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                      embedding_dtype: str = "float16", batch_size: int = EMBEDDING_BATCH_ROWS, seed: int = 0,
-                     threads: int | None = None, overwrite: bool = False, keep_probs: bool = False) -> ScoreSummary:
+                     threads: int | None = None, overwrite: bool = False, keep_probs: bool = False,
+                     exclude: np.ndarray | None = None) -> ScoreSummary:
     """Score every unlabeled row of an embeddings dataset with a head checkpoint; one output row per id.
 
     The checkpoint must take the embeddings' width (an `embedding-head` trained on them). Everything is
@@ -59,6 +60,7 @@ def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLik
                              labeled=labeled, embed_labeled=embed_labeled, embedding_dtype=embedding_dtype,
                              batch_size=batch_size, seed=seed, overwrite=overwrite)
     plan.keep_probs = bool(keep_probs)
+    exclude_rows(plan, exclude)
     with sigterm_raises():
         return run_local(plan, threads, t_call, scorer_cls=BatchHeadScorer)
 

@@ -87,11 +87,13 @@ class ScoringPlan:
     runtime_env: dict[str, Any] | None = None  # what scoring actors need to import a plug-in model's module
     keep_probs: bool = False  # write `probs` (mean softmax, dropout off; BADGE)
     columns: list[str] | None = None  # input columns the scorer reads; None: the pool's decode columns
+    exclude_ids: np.ndarray | None = None  # ids not scored at all (a random-subset round scores the rest)
+    excluded_in_pool: int = 0
 
     @property
     def expected(self) -> int:
         """Rows (scores + rejects) the output must hold: every pool row, less the labeled ones unless embedded."""
-        return self.pool_rows - (0 if self.embed_labeled else self.labeled_in_pool)
+        return self.pool_rows - self.excluded_in_pool - (0 if self.embed_labeled else self.labeled_in_pool)
 
     def marker(self) -> dict[str, Any]:
         """What `_dal_scores.json` records about how the output was made."""
@@ -118,7 +120,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True,
                executor: str = "ray", address: str | None = None, keep_probs: bool = False,
-               start_timeout: float | None = None) -> ScoreSummary:
+               start_timeout: float | None = None, exclude: np.ndarray | None = None) -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
@@ -129,6 +131,8 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     (raised as `interrupts.Terminated`) leaves no staging directory and publishes nothing. While no batch
     has been scored (actors waiting for an autoscaler to add nodes), what is awaited is logged every
     `WAIT_REPORT_S` seconds; `start_timeout` (seconds) then ends the job with an error saying so.
+    `exclude`: ids neither scored nor embedded (a round that scores a random subset of the unlabeled pool);
+    they must not be `labeled` too.
     """
     t_call = time.time()
     if start_timeout is not None and not start_timeout > 0:
@@ -142,6 +146,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                         embed_labeled=embed_labeled, embedding_source=embedding_source,
                         embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
     plan.keep_probs = bool(keep_probs)
+    exclude_rows(plan, exclude)
     if executor == "local":
         with sigterm_raises():
             return run_local(plan, threads_per_worker, t_call)
@@ -286,6 +291,16 @@ def check_model_fits(model: Any, names: list[str], checkpoint: str | os.PathLike
     check_channels(model, image_shape, str(pool))
 
 
+def exclude_rows(plan: ScoringPlan, exclude: np.ndarray | None) -> None:
+    """Record the ids a plan leaves out entirely (they must not also be labeled: those are embedded or skipped)."""
+    if exclude is None:
+        return
+    exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+    if plan.labeled_ids is not None and len(np.intersect1d(exclude, plan.labeled_ids)):
+        raise DalDistError("exclude: ids that are also labeled (a row is either labeled or left out)")
+    plan.exclude_ids, plan.excluded_in_pool = exclude, count_in_pool(plan.files, exclude)
+
+
 def count_in_pool(files: list[str], labeled_ids: np.ndarray | None) -> int:
     """How many of `labeled_ids` the pool holds (reads only the `id` column)."""
     if labeled_ids is None or not len(labeled_ids):
@@ -315,7 +330,8 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
     scorer = scorer_cls(plan.checkpoint.read_bytes(), plan.acquisitions, plan.mc_samples,
                          labeled_ids=plan.labeled_ids, embed_labeled=plan.embed_labeled,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
-                         seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs)
+                         seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs,
+                         exclude_ids=plan.exclude_ids)
     staging = None
     first = None
     try:
@@ -362,6 +378,7 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
     res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
     ckpt_ref = ray.put(plan.checkpoint.read_bytes())
     labeled_ref = ray.put(plan.labeled_ids) if plan.labeled_ids is not None else None
+    exclude_ref = ray.put(plan.exclude_ids) if plan.exclude_ids is not None else None
     staging, tracker = None, None
     try:
         tracker = start_tracker(ray)
@@ -374,7 +391,8 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
                 labeled_ids=[labeled_ref] if labeled_ref is not None else None, embed_labeled=plan.embed_labeled,
                 embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype, seed=plan.seed,
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
-                device=res.device, keep_probs=plan.keep_probs),
+                device=res.device, keep_probs=plan.keep_probs,
+                exclude_ids=[exclude_ref] if exclude_ref is not None else None),
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )

@@ -43,7 +43,7 @@ class BatchScorer:
                  embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
-                 keep_probs: bool = False):
+                 keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None):
         from dal_dist.models import load_checkpoint
 
         if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
@@ -54,6 +54,10 @@ class BatchScorer:
             import ray
 
             labeled_ids = ray.get(labeled_ids[0])
+        if isinstance(exclude_ids, list):
+            import ray
+
+            exclude_ids = ray.get(exclude_ids[0])
         if threads:
             torch.set_num_threads(threads)
         self.device = torch_device(device)
@@ -68,6 +72,8 @@ class BatchScorer:
                                         HEAD_BYTES_BUDGET if head_bytes is None else head_bytes)
         self.labeled_ids = np.sort(np.asarray(labeled_ids, dtype=np.int64)) if labeled_ids is not None else None
         self.embed_labeled = embed_labeled
+        # Rows not scored at all (not even embedded): a round that scores a random subset of the pool.
+        self.exclude_ids = np.sort(np.asarray(exclude_ids, dtype=np.int64)) if exclude_ids is not None else None
         self.embedding_source = embedding_source
         self.embedding_dtype = np.float16 if embedding_dtype == "float16" else np.float32
         self.seed = seed
@@ -91,9 +97,14 @@ class BatchScorer:
         return out
 
     def without_labeled(self, batch: pa.Table | dict) -> tuple[pa.Table, np.ndarray]:
-        """(the batch less its labeled rows unless they are embedded too, which of its rows are labeled)."""
+        """(the batch less its excluded rows and its labeled rows unless they are embedded too, which of its
+        rows are labeled)."""
         if isinstance(batch, dict):
             batch = pa.table(batch)
+        if self.exclude_ids is not None and len(self.exclude_ids):
+            out = np.isin(batch.column("id").to_numpy(), self.exclude_ids, assume_unique=True)
+            if out.any():
+                batch = batch.filter(pa.array(~out))
         ids = batch.column("id").to_numpy()
         if self.labeled_ids is not None and len(self.labeled_ids):
             is_labeled = np.isin(ids, self.labeled_ids, assume_unique=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -99,8 +100,24 @@ def test_local_run_with_subset_and_stop_at_accuracy(pools, tmp_path):
     assert again.status == "done" and LabelLedger(rd).count() == st["labels"]
 
 
+def test_kcenter_on_a_random_subset_keeps_every_labeled_row_as_a_center(pools, tmp_path):
+    pool, test = pools
+    over = {"executor": "local", "strategy": {"name": "kcenter", "mc_samples": 2, "subset": 60},
+            "train": {"epochs": 1, "batch_size": 16, "workers": 1}, "rounds": 1, "final_train": False}
+    rd = tmp_path / "run"
+    assert run(parse_config(small_config(pool, test, **over)), rd).status == "done"
+    t = read_scores_table(rd / "rounds" / "001" / "scores", columns=["id", "labeled"])
+    labeled = LabelLedger(rd).ids(before_round=1)
+    is_lab = t.column("labeled").to_numpy(zero_copy_only=False)
+    ids = t.column("id").to_numpy()
+    # Every labeled row embedded (an initial center), exactly `subset` unlabeled rows, nothing else.
+    assert sorted(ids[is_lab].tolist()) == sorted(labeled.tolist()) and (~is_lab).sum() == 60
+    picked = pq.read_table(rd / "rounds" / "001" / "selection.parquet").column("id").to_numpy()
+    assert len(picked) == BUDGET and set(picked) <= set(ids[~is_lab].tolist())
+
+
 @pytest.mark.parametrize("over, message", [
-    ({"strategy": {"name": "kcenter", "subset": 10}}, "`subset` applies to the strategies"),
+    ({"strategy": {"name": "cluster_margin", "subset": 10}}, "`subset` applies to the strategies"),
     ({"executor": "local", "strategy": {"name": "kcenter", "distributed": True}}, "needs executor: ray"),
     ({"executor": "local", "train": {"workers": 2}}, "needs executor: ray"),
     ({"executor": "spark"}, "executor"),
