@@ -44,7 +44,7 @@ def write_embeddings(out: Path, n: int, dim: int, classes: int, seed: int) -> np
         name = f"part-{i:05d}.parquet"
         pq.write_table(pa.table({"id": pa.array(np.arange(s, s + len(y)), pa.int64()),
                                  "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), dim)}),
-                       out / name)
+                       out / name, use_dictionary=False)
         files.append(name)
     (out / SCORES_MARKER).write_text(json.dumps({
         "format": SCORES_FORMAT, "rows": n, "rejects": 0, "files": files, "reject_files": [],
@@ -70,7 +70,7 @@ def run_round(work: Path, strategy: str, labeled: int, k: int, mc_samples: int, 
     kcenter = strategy == "kcenter"
     score_embeddings(work / "emb", work / "head.pt", work / f"scores-{strategy}",
                      acquisitions="entropy" if kcenter else "bald", mc_samples=mc_samples, labeled=ids,
-                     embed_labeled=kcenter, seed=seed, overwrite=True)
+                     embed_labeled=kcenter, seed=seed, overwrite=True, write_embedding=kcenter)
     t2 = time.perf_counter()
     picks = (select("kcenter", k, scores=work / f"scores-{strategy}", seed=seed) if kcenter
              else select("topk", k, scores=work / f"scores-{strategy}", by="bald", seed=seed))

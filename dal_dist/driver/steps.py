@@ -294,7 +294,8 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
         score_embeddings(ctx.embeddings().path, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
                          acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, labeled=labeled,
                          embed_labeled=ctx.strategy.embed_labeled, seed=round_seed(ctx.cfg.seed, r, "score"),
-                         overwrite=True, keep_probs=ctx.strategy.keep_probs, exclude=exclude)
+                         overwrite=True, keep_probs=ctx.strategy.keep_probs, exclude=exclude,
+                         write_embedding=ctx.strategy.reads_embeddings)
         return
     ctx.ensure_ray_for_executor()
     score_pool(ctx.s.pool, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,

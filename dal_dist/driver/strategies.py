@@ -38,6 +38,11 @@ class Strategy:
     cluster_file: str | None = None  # a run-directory file the pick makes once and reuses (Cluster-Margin)
     reruns_model: bool = False  # the pick re-runs `checkpoint` on its candidates (pool, mc_samples): BatchBALD
 
+    @property
+    def reads_embeddings(self) -> bool:
+        """Whether the pick reads the scores' `embedding` column (top-k and the samplers do not)."""
+        return self.pick in ("kcenter", "hybrid", "badge", "typiclust", "density", "cluster_margin")
+
     def acquisitions(self, by: str | None) -> list[str]:
         """Columns scoring writes; a `takes_by` strategy scores whatever its `by` names (default rank_by/bald)."""
         return [self.by_column(by)] if self.takes_by else list(self.score)

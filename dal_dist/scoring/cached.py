@@ -44,11 +44,13 @@ def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLik
                      labeled: str | os.PathLike | np.ndarray | None = None, embed_labeled: bool = False,
                      embedding_dtype: str = "float16", batch_size: int = EMBEDDING_BATCH_ROWS, seed: int = 0,
                      threads: int | None = None, overwrite: bool = False, keep_probs: bool = False,
-                     exclude: np.ndarray | None = None) -> ScoreSummary:
+                     exclude: np.ndarray | None = None, write_embedding: bool = True) -> ScoreSummary:
     """Score every unlabeled row of an embeddings dataset with a head checkpoint; one output row per id.
 
     The checkpoint must take the embeddings' width (an `embedding-head` trained on them). Everything is
-    checked before any work; an interrupt or error publishes nothing (see `score_pool`).
+    checked before any work; an interrupt or error publishes nothing (see `score_pool`). `write_embedding`
+    False leaves the `embedding` column out: a top-k pick never reads it, and copying a million cached
+    rows back out would cost more than scoring them.
     """
     t_call = time.time()
     names = check_arguments(acquisitions, mc_samples=mc_samples, workers=1, batch_size=batch_size,
@@ -59,7 +61,7 @@ def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLik
     plan = plan_head_scoring(embeddings_info(embeddings), checkpoint, out, names, mc_samples=mc_samples,
                              labeled=labeled, embed_labeled=embed_labeled, embedding_dtype=embedding_dtype,
                              batch_size=batch_size, seed=seed, overwrite=overwrite)
-    plan.keep_probs = bool(keep_probs)
+    plan.keep_probs, plan.write_embedding = bool(keep_probs), bool(write_embedding)
     exclude_rows(plan, exclude)
     with sigterm_raises():
         return run_local(plan, threads, t_call, scorer_cls=BatchHeadScorer)

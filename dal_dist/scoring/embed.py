@@ -40,7 +40,8 @@ class BatchEmbedder(BatchScorer):
         if len(ids) == 0:
             return self.empty_table()
         x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
-        emb = self.model.features(x).float().cpu().numpy().astype(self.embedding_dtype)
+        f = self.model.features(x)
+        emb = f.to(torch.float16 if self.embedding_dtype == np.float16 else torch.float32).cpu().numpy()
         return pa.table({"id": pa.array(ids, type=pa.int64()),
                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
 
@@ -181,7 +182,10 @@ def embeddings_info(path: str | os.PathLike) -> EmbeddingsInfo:
 def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """An Arrow fixed-size-list `embedding` column as a float32 N×D matrix (one copy, no Python objects)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    m = arr.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    values = arr.values.to_numpy(zero_copy_only=False)
+    if values.dtype == np.float16:  # torch converts half to float with the CPU's F16C, numpy element by element
+        return torch.from_numpy(values.copy() if not values.flags.writeable else values).float().numpy().reshape(-1, dim)
+    m = values.astype(np.float32, copy=False).reshape(-1, dim)
     return m if m.flags.writeable else m.copy()  # torch wants writable memory
 
 

@@ -43,7 +43,8 @@ class BatchScorer:
                  embedding_source: str = "head", embedding_dtype: str = "float16", seed: int = 0,
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
-                 keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None):
+                 keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None,
+                 write_embedding: bool = True):
         from dal_dist.models import load_checkpoint
 
         if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
@@ -80,6 +81,7 @@ class BatchScorer:
         self.rejects_dir = rejects_dir
         self.progress = progress
         self.keep_probs = keep_probs  # BADGE (Ash et al. 2020): `probs`, the softmax with dropout off
+        self.write_embedding = write_embedding  # off: a top-k round over cached embeddings need not copy them
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from dal_dist.pool import decode_photos
@@ -143,8 +145,9 @@ class BatchScorer:
         cols: dict[str, pa.Array] = {"id": pa.array(ids, type=pa.int64())}
         for name in self.acquisitions:
             cols[name] = masked(scores[name].cpu().numpy().astype(np.float32), mask)
-        emb_np = emb.cpu().numpy().astype(self.embedding_dtype)
-        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1)), emb_np.shape[1])
+        if self.write_embedding:
+            emb_np = emb.to(torch.float16 if self.embedding_dtype == np.float16 else torch.float32).cpu().numpy()
+            cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1)), emb_np.shape[1])
         cols["pred"] = masked(pred.cpu().numpy().astype(np.int64), mask)
         cols["confidence"] = masked(conf.cpu().numpy().astype(np.float32), mask)
         cols["labeled"] = pa.array(is_labeled)
@@ -176,7 +179,8 @@ class BatchScorer:
     def empty_table(self) -> pa.Table:
         """A zero-row table of this scorer's output schema."""
         return output_schema(self.acquisitions, embed_dim(self.model, self.embedding_source),
-                             self.embedding_dtype, self.config.num_classes if self.keep_probs else None).empty_table()
+                             self.embedding_dtype, self.config.num_classes if self.keep_probs else None,
+                             embedding=self.write_embedding).empty_table()
 
     def write_rejects(self, ids: np.ndarray, reasons: list[str]) -> None:
         """One Parquet file of (id, reason) per batch with bad rows, named by content (retries overwrite it)."""
@@ -192,13 +196,14 @@ class BatchScorer:
 
 
 def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16,
-                  probs_classes: int | None = None) -> pa.Schema:
-    """Schema of the scores dataset (see docs/architecture.md); `probs` (C float32) only with keep_probs."""
+                  probs_classes: int | None = None, embedding: bool = True) -> pa.Schema:
+    """Schema of the scores dataset (see docs/architecture.md); `probs` (C float32) only with keep_probs,
+    `embedding` unless left out (a top-k round over cached embeddings)."""
     etype = pa.float16() if np.dtype(embedding_dtype) == np.float16 else pa.float32()
     fields = [pa.field("id", pa.int64(), nullable=False)]
     fields += [pa.field(a, pa.float32()) for a in acquisitions]
-    fields += [pa.field("embedding", pa.list_(etype, embed_dim)), pa.field("pred", pa.int64()),
-               pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
+    fields += [pa.field("embedding", pa.list_(etype, embed_dim))] if embedding else []
+    fields += [pa.field("pred", pa.int64()), pa.field("confidence", pa.float32()), pa.field("labeled", pa.bool_())]
     if probs_classes is not None:
         fields.append(pa.field("probs", pa.list_(pa.float32(), probs_classes)))
     return pa.schema(fields)
@@ -224,7 +229,13 @@ def embed_dim(model: Any, source: str) -> int:
 
 
 def head_row_bytes(model: Any) -> int:
-    """Bytes one (MC sample, image) row of the head takes at its peak: features copy, dropout, activations."""
+    """Bytes one (MC sample, image) row of the head takes at its peak: features copy, dropout, activations.
+
+    A head that folds its dropout masks into the weights (`sample_probs`) holds only logits and
+    probabilities per sample, and its input once per row (counted here as if shared by two samples).
+    """
+    if hasattr(model, "sample_probs"):
+        return 4 * (4 * model.config.num_classes + feature_dim(model) // 2)
     return 4 * (3 * feature_dim(model) + 3 * int(getattr(model, "embed_dim", 0)) + 2 * model.config.num_classes)
 
 
