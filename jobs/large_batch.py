@@ -7,8 +7,9 @@ only); 100 initial labels balanced over classes; 1,000 labels acquired per round
 `mnist-cnn`, T = 20 MC-dropout samples; several seeds per strategy. Every strategy scores the whole
 unlabeled pool each round unless --subset is given: then every strategy but cluster_margin scores a seeded
 random unlabeled subset of that size per round, as Gal et al.'s code does (k-center and TypiClust still
-count every labeled row; cluster_margin clusters the whole pool once, so it scores every row). k-center,
-TypiClust and BADGE read embeddings (BADGE also the dropout-off probabilities), so they score with T = 2.
+count every labeled row; cluster_margin clusters the whole pool once, so it scores every row, with T = 5 to
+keep that affordable). k-center, TypiClust and BADGE read embeddings (BADGE also the dropout-off
+probabilities), so they score with T = 2.
 Every (strategy, seed) is one resumable run directory under --workdir: rerunning the job continues where
 it stopped. At the end (and with --report-only) it writes results/large-batch/{curves.csv, table.md,
 learning_curves.png}.
@@ -27,6 +28,7 @@ from pathlib import Path
 STRATEGIES = ("random", "bald", "powerbald", "badge", "cluster_margin", "kcenter", "typiclust")
 TARGETS = (0.95, 0.97)
 EMBEDDING_ONLY = ("kcenter", "typiclust", "badge")  # picks that use no MC-dropout score: T = 2 is enough
+CLUSTER_MARGIN_T = 5  # MC samples of cluster_margin's margin (the one strategy that scores the whole pool)
 
 
 def prepare_data(mnist_dir: Path, workdir: Path, pool_size: int) -> tuple[Path, Path]:
@@ -51,6 +53,8 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, *, budget: int,
         st["subset"] = subset
     if strategy in EMBEDDING_ONLY:
         st["mc_samples"] = 2  # the pick reads embeddings (and, for badge, the dropout-off probs) only
+    if strategy == "cluster_margin":
+        st["mc_samples"] = CLUSTER_MARGIN_T  # it scores every row of the pool: T sets its cost
     return {
         "pool": str(pool), "test_pool": str(test),
         "model": {"name": "mnist-cnn", "dropout": 0.5},

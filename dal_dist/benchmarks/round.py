@@ -31,6 +31,7 @@ def write_embeddings(out: Path, n: int, dim: int, classes: int, seed: int) -> np
     import pyarrow.parquet as pq
 
     from dal_dist.scoring.embed import EMBEDDINGS_KIND
+    from dal_dist.scoring.scorer import vector_array
     from dal_dist.scoring.publish import SCORES_FORMAT, SCORES_MARKER
 
     rng = np.random.default_rng(seed)
@@ -43,7 +44,7 @@ def write_embeddings(out: Path, n: int, dim: int, classes: int, seed: int) -> np
         e = (centers[y] + 1.5 * rng.standard_normal((len(y), dim), dtype=np.float32)).astype(np.float16)
         name = f"part-{i:05d}.parquet"
         pq.write_table(pa.table({"id": pa.array(np.arange(s, s + len(y)), pa.int64()),
-                                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), dim)}),
+                                 "embedding": vector_array(e)}),
                        out / name, use_dictionary=False)
         files.append(name)
     (out / SCORES_MARKER).write_text(json.dumps({

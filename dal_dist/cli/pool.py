@@ -51,6 +51,10 @@ def ingest(
                                        "image-list: CSV of `path[,label]` (paths relative to the CSV)."),
     unlabeled: bool = typer.Option(False, "--unlabeled", help="image-folder: sub-folders are not classes "
                                    "(every image under --root is an unlabeled row)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="image-folder, image-list: threads that "
+                                          "read and check the files (default: one per CPU, at most 32)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="image-folder, image-list: a progress "
+                                  "line on stderr about once a second, and a final one."),
 ) -> None:
     """Convert a dataset into a pool; rows that cannot be taken go to OUT/_rejects.parquet."""
     from dal_dist import pool
@@ -63,6 +67,8 @@ def ingest(
         checks.input_dir("--root", root, "an image folder")
     if unlabeled and format is not SourceFormat.image_folder:
         raise DalDistError(f"--unlabeled applies to --format image-folder, not {format.value}")
+    if workers is not None and format not in (SourceFormat.image_folder, SourceFormat.image_list):
+        raise DalDistError(f"--workers applies to --format image-folder and image-list, not {format.value}")
     if format is SourceFormat.mnist_idx:
         if images is None:
             raise DalDistError("--format mnist-idx needs --images FILE (and usually --labels FILE)")
@@ -70,11 +76,11 @@ def ingest(
     elif format is SourceFormat.image_folder:
         if root is None:
             raise DalDistError("--format image-folder needs --root DIR")
-        result = pool.ingest_image_folder(root, out, unlabeled=unlabeled)
+        result = pool.ingest_image_folder(root, out, unlabeled=unlabeled, workers=workers, progress=progress)
     elif format is SourceFormat.image_list:
         if file is None:
             raise DalDistError("--format image-list needs --file CSV (lines `path[,label]`)")
-        result = pool.ingest_image_list(file, out)
+        result = pool.ingest_image_list(file, out, workers=workers, progress=progress)
     else:
         if file is None:
             raise DalDistError("--format npz needs --file FILE")

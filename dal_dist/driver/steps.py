@@ -238,13 +238,16 @@ def _pinned_architecture(ctx: RoundContext) -> str:
 def _train_selector(ctx: RoundContext, r: int, rd: Path, ids: np.ndarray, labels: np.ndarray,
                     storage: Path) -> dict:
     """SRAAL (Zhang et al. 2020): fit the state-relabeling selector that scoring ranks by; the task
-    model (model.pt) is trained as for any strategy, so learning curves compare like with like."""
+    model (model.pt) is trained as for any strategy, so learning curves compare like with like.
+    Mixed-size photos: the selector takes the task model's channels (colour kept), and its images are
+    read by the photo transform at its own size (`train_sraal_round`), as scoring decodes them."""
     from dal_dist.methods.sraal import SRAALConfig, train_sraal_round
     from dal_dist.models import default_config
 
     shape = ctx.s.image_shape
+    channels = shape[2] if shape else ctx.image_read()[0][2]
     cfg = (ctx.cfg.strategy.sraal or SRAALConfig()).model_copy(update={"seed": round_seed(ctx.cfg.seed, r, "sraal")})
-    model_config = default_config("sraal", ctx.s.num_classes, in_channels=shape[2] if shape else None,
+    model_config = default_config("sraal", ctx.s.num_classes, in_channels=channels,
                                   image_size=ctx.cfg.model.image_size or _square_side(shape),
                                   seed=round_seed(ctx.cfg.seed, r, "sraal_model"))
     unl = np.setdiff1d(ctx.s.pool_ids(), ids)

@@ -381,6 +381,19 @@ def _check_unlabeled(unlabeled_x: Any) -> None:
                            f"shape {getattr(unlabeled_x, 'shape', '?')}")
 
 
+def selector_read(image_shape: tuple[int, int, int] | None,
+                  model_config: ModelConfig) -> tuple[tuple[int, int, int], bool]:
+    """(shape, photo) to read the selector's images with, so it trains on what scoring will feed it.
+
+    The pool's own shape when it already is the model's square size; else (S, S, C) by the photo
+    transform, each image on its own (mixed sizes: no stretching, and S×S per image in memory, not the photo).
+    """
+    s, c = model_config.image_size, model_config.in_channels
+    if image_shape is not None and image_shape[0] == image_shape[1] == s:
+        return (int(image_shape[0]), int(image_shape[1]), int(image_shape[2])), False
+    return (s, s, c), True
+
+
 def train_sraal_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: np.ndarray,
                       unlabeled_ids: np.ndarray, model_config: ModelConfig, cfg: SRAALConfig,
                       out_checkpoint: str | os.PathLike, *, image_shape: tuple[int, int, int] | None = None,
@@ -389,7 +402,9 @@ def train_sraal_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: 
     """The driver's entry point: draw `cfg.unlabeled_sample` unlabeled ids (seeded), read those images and
     the labeled ones from the pool in one pass, train SRAAL through Ray Train (`executor="local"`: in
     this process), write `out_checkpoint` (a `"sraal"` model that `score_pool(..., acquisitions="sraal")`
-    scores). Returns a `TrainResult`; its metrics carry `unlabeled_sampled` and `disc_auc`.
+    scores). `image_shape`: the pool's uniform (H, W, C), None when sizes vary (then `selector_read`: the
+    photo transform to the model's size). Returns a `TrainResult`; its metrics carry `unlabeled_sampled`
+    and `disc_auc`.
     """
     labeled_ids = np.asarray(labeled_ids, dtype=np.int64)
     unlabeled_ids = np.asarray(unlabeled_ids, dtype=np.int64)
@@ -402,7 +417,8 @@ def train_sraal_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: 
         raise DalDistError(f"sraal: ids {overlap[:5].tolist()} are both labeled and unlabeled")
     rng = np.random.default_rng((cfg.seed, 0x5AA1))  # its own stream: the fit's batch order uses cfg.seed
     sample = np.sort(rng.choice(unlabeled_ids, size=min(cfg.unlabeled_sample, len(unlabeled_ids)), replace=False))
-    images = read_images(Path(pool), np.concatenate([labeled_ids, sample]), image_shape)  # one pool pass
+    images = read_images(Path(pool), np.concatenate([labeled_ids, sample]),  # one pool pass
+                         *selector_read(image_shape, model_config))
     labeled_x, unlabeled_x = images[:len(labeled_ids)], images[len(labeled_ids):]
     result = train_sraal_selector(model_config, labeled_x, np.asarray(labels, dtype=np.int64), unlabeled_x, cfg,
                                   out_checkpoint, init_checkpoint=init_checkpoint, storage_dir=storage_dir,
@@ -412,5 +428,6 @@ def train_sraal_round(pool: str | os.PathLike, labeled_ids: np.ndarray, labels: 
 
 
 __all__ = ["SRAALConfig", "SRAALModel", "adversarial_loss", "discriminator_auc", "discriminator_loss",
-           "fit_sraal", "online_uncertainty_indicator", "state_scores", "target_loss", "train_sraal_round",
+           "fit_sraal", "online_uncertainty_indicator", "selector_read", "state_scores", "target_loss",
+           "train_sraal_round",
            "train_sraal_selector", "train_sraal_step", "vae_loss"]

@@ -25,7 +25,8 @@ from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.pipeline import (ScoreSummary, ScoringPlan, check_arguments, check_fits_before_start,
                                        check_output, run_local, run_ray, start_ray)
 from dal_dist.scoring.placement import check_fits_local_cluster
-from dal_dist.scoring.scorer import BatchScorer, check_batch_memory, check_channels, feature_dim
+from dal_dist.scoring.scorer import (BatchScorer, check_batch_memory, check_channels, feature_dim, vector_array,
+                                     vector_type)
 
 EMBEDDINGS_KIND = "embeddings"  # `kind` in the output's marker: what `model.embeddings` of a run config reads
 
@@ -43,7 +44,7 @@ class BatchEmbedder(BatchScorer):
         f = self.model.features(x)
         emb = f.to(torch.float16 if self.embedding_dtype == np.float16 else torch.float32).cpu().numpy()
         return pa.table({"id": pa.array(ids, type=pa.int64()),
-                         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
+                         "embedding": vector_array(emb)})
 
     def empty_table(self) -> pa.Table:
         return embeddings_schema(feature_dim(self.model), self.embedding_dtype).empty_table()
@@ -52,7 +53,7 @@ class BatchEmbedder(BatchScorer):
 def embeddings_schema(dim: int, dtype: Any = np.float16) -> pa.Schema:
     """`id` and a fixed-size `embedding` list (float16 or float32)."""
     etype = pa.float16() if np.dtype(dtype) == np.float16 else pa.float32()
-    return pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("embedding", pa.list_(etype, dim))])
+    return pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("embedding", vector_type(etype, dim))])
 
 
 @dataclass

@@ -79,6 +79,7 @@ BASES: dict[str, dict[str, str | None]] = {
                               "--sharded-workers": "1"},
     "bench soak": {"--rounds": "1", "--pool": "64", "--workers": "1"},
     "bench select": {"--n": "64", "--k": "2", "--dim": "4", "--classes": "3", "--strategy": "topk"},
+    "bench round": {"--n": "64", "--dim": "4", "--labeled": "8", "--k": "2", "--mc-samples": "2"},
 }
 # The mode in which an option is used (an option the base command ignores would prove nothing).
 BASE_OF = {
@@ -157,7 +158,7 @@ EXTRA_BAD = {
 ACCEPTED = {
     **{(cmd, "--seed", v): "a seed is any non-negative integer" for cmd in
        ("pool synth", "model init", "score", "select", "stream", "bench scoring", "bench kcenter", "bench soak",
-        "bench select")
+        "bench select", "bench round")
        for v in ("0", HUGE)},
     ("model init", "--dropout", "0"): "dropout 0 is a deterministic head (ModelConfig allows [0, 1))",
     ("score", "--gpus-per-worker", "0"): "0 forces CPU actors",
