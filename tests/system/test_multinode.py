@@ -31,6 +31,7 @@ def cluster_tag():
     assert not tagged_pids(tag)
 
 
+@pytest.mark.slow  # ~2 min; the same script is `make multinode`, and test_faults' two-node test runs a 2-node cluster
 def test_two_node_scoring_job(tmp_path, cluster_tag):
     env = {**os.environ, "MULTINODE_TAG": cluster_tag, "WORK": str(tmp_path), "PYTHON": sys.executable,
            "JOB_TIMEOUT": "240"}
