@@ -38,6 +38,8 @@ def score(
                                              "to add GPU nodes) before giving up; default: wait, saying what for."),
     keep_probs: bool = typer.Option(False, "--keep-probs", help="Also write `probs`: the mean softmax with "
                                     "dropout off, C floats per row (what `select --strategy badge` needs)."),
+    precision: str = typer.Option("auto", "--precision", help="Forward passes in bf16, fp16 or fp32 (auto: bf16 "
+                                  "on a GPU, fp32 on CPU); scores are computed in float32 either way."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
@@ -53,7 +55,7 @@ def score(
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
                          seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs,
-                         start_timeout=start_timeout)
+                         start_timeout=start_timeout, precision=precision)
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

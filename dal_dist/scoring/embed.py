@@ -40,8 +40,9 @@ class BatchEmbedder(BatchScorer):
 
         if len(ids) == 0:
             return self.empty_table()
-        x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device), self.config)
-        f = self.model.features(x)
+        x = preprocess(self.to_device(images), self.config)
+        with self.autocast():
+            f = self.model.features(x).float()
         emb = f.to(torch.float16 if self.embedding_dtype == np.float16 else torch.float32).cpu().numpy()
         return pa.table({"id": pa.array(ids, type=pa.int64()),
                          "embedding": vector_array(emb)})

@@ -32,7 +32,7 @@ from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.placement import (check_fits_local_cluster, check_gpus_per_worker, local_cluster_ceiling,
                                         plan_cpus)
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
-from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
+from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, PRECISIONS, BatchScorer,
                                      check_batch_memory, check_channels)
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class ScoringPlan:
     exclude_ids: np.ndarray | None = None  # ids not scored at all (a random-subset round scores the rest)
     excluded_in_pool: int = 0
     write_embedding: bool = True  # off: no `embedding` column (a top-k round over cached embeddings)
+    precision: str | None = None  # forward-pass autocast: bf16, fp16, fp32; None: bf16 on CUDA, fp32 on CPU
 
     @property
     def expected(self) -> int:
@@ -102,7 +103,8 @@ class ScoringPlan:
                 "embedding": self.embedding_source, "embedding_dtype": self.embedding_dtype,
                 "labeled_rows": self.labeled_in_pool if self.embed_labeled else 0,
                 **({"keep_probs": True} if self.keep_probs else {}),
-                **({"embedding_column": False} if not self.write_embedding else {})}
+                **({"embedding_column": False} if not self.write_embedding else {}),
+                "precision": self.precision or "auto"}
 
     def summary(self, written: int, rejects: int, t_call: float, first: float | None, steady: float | None,
                 workers: int) -> ScoreSummary:
@@ -122,7 +124,8 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                embedding_source: str = "head", embedding_dtype: str = "float16", batch_size: int = 256,
                seed: int = 0, overwrite: bool = False, progress: bool = True,
                executor: str = "ray", address: str | None = None, keep_probs: bool = False,
-               start_timeout: float | None = None, exclude: np.ndarray | None = None) -> ScoreSummary:
+               start_timeout: float | None = None, exclude: np.ndarray | None = None,
+               precision: str | None = None) -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
@@ -134,7 +137,8 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     has been scored (actors waiting for an autoscaler to add nodes), what is awaited is logged every
     `WAIT_REPORT_S` seconds; `start_timeout` (seconds) then ends the job with an error saying so.
     `exclude`: ids neither scored nor embedded (a round that scores a random subset of the unlabeled pool);
-    they must not be `labeled` too.
+    they must not be `labeled` too. `precision` (bf16, fp16, fp32) is the forward passes' autocast, default
+    bf16 on a GPU and fp32 on CPU; the scores are always computed in float32 from the softmax.
     """
     t_call = time.time()
     if start_timeout is not None and not start_timeout > 0:
@@ -147,7 +151,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     plan = plan_scoring(pool, checkpoint, out, names, mc_samples=mc_samples, labeled=labeled,
                         embed_labeled=embed_labeled, embedding_source=embedding_source,
                         embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
-    plan.keep_probs = bool(keep_probs)
+    plan.keep_probs, plan.precision = bool(keep_probs), check_precision(precision)
     exclude_rows(plan, exclude)
     if executor == "local":
         with sigterm_raises():
@@ -293,6 +297,13 @@ def check_model_fits(model: Any, names: list[str], checkpoint: str | os.PathLike
     check_channels(model, image_shape, str(pool))
 
 
+def check_precision(precision: str | None) -> str | None:
+    """A known --precision (None and "auto": decided per actor by its device), before any work."""
+    if precision is not None and precision != "auto" and precision not in PRECISIONS:
+        raise DalDistError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
+    return None if precision == "auto" else precision
+
+
 def exclude_rows(plan: ScoringPlan, exclude: np.ndarray | None) -> None:
     """Record the ids a plan leaves out entirely (they must not also be labeled: those are embedded or skipped)."""
     if exclude is None:
@@ -333,7 +344,8 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
                          labeled_ids=plan.labeled_ids, embed_labeled=plan.embed_labeled,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
                          seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs,
-                         exclude_ids=plan.exclude_ids, write_embedding=plan.write_embedding)
+                         exclude_ids=plan.exclude_ids, write_embedding=plan.write_embedding,
+                         precision=plan.precision)
     staging = None
     first = None
     try:
@@ -396,7 +408,7 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
                 device=res.device, keep_probs=plan.keep_probs,
                 exclude_ids=[exclude_ref] if exclude_ref is not None else None,
-                write_embedding=plan.write_embedding),
+                write_embedding=plan.write_embedding, precision=plan.precision),
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )

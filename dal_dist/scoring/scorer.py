@@ -29,6 +29,16 @@ INPUT_BYTES_BUDGET = 2 << 30
 MAX_MC_SAMPLES = 10_000
 EMBEDDING_SOURCES = ("head", "backbone")
 EMBEDDING_DTYPES = ("float16", "float32")
+PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --precision: the autocast dtype
+
+
+def resolve_precision(precision: str | None, device: Any) -> str:
+    """The autocast precision on `device`: as asked, else bf16 on CUDA (tensor cores) and fp32 on CPU."""
+    if precision is None or precision == "auto":
+        return "bf16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise DalDistError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
+    return precision
 CONVERTIBLE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: decode converts any of these into any other
 
 
@@ -44,7 +54,7 @@ class BatchScorer:
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
                  keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None,
-                 write_embedding: bool = True):
+                 write_embedding: bool = True, precision: str | None = None):
         from dal_dist.models import load_checkpoint
 
         if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
@@ -63,6 +73,12 @@ class BatchScorer:
             torch.set_num_threads(threads)
         self.device = torch_device(device)
         self.model = load_checkpoint_bytes(checkpoint, load_checkpoint).to(self.device).eval()
+        # Forward passes autocast to bf16/fp16 where asked (default bf16 on CUDA); every score is computed
+        # in float32 from the softmax, which `mc_head_probs` returns in float32 whatever the autocast.
+        self.precision = resolve_precision(precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.config = self.model.config
         self.acquisitions = list(acquisitions)
         if "sraal" in self.acquisitions and not hasattr(self.model, "state_score"):
@@ -122,9 +138,22 @@ class BatchScorer:
         if len(ids) == 0:
             return self.empty_table()
         with torch.inference_mode():
-            x = preprocess(torch.from_numpy(np.array(images, copy=not images.flags.writeable)).to(self.device),
-                           self.config)
+            x = preprocess(self.to_device(images), self.config)
+            if self.device.type == "cuda" and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
         return self.score_inputs(ids, x, is_labeled)
+
+    def to_device(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 images on the scoring device: from pinned memory, without blocking, on CUDA."""
+        t = torch.from_numpy(np.array(images, copy=not images.flags.writeable))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def autocast(self) -> Any:
+        """The forward passes' autocast context (a no-op at fp32)."""
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, PRECISIONS[self.precision]),
+                              enabled=self.precision != "fp32")
 
     @torch.inference_mode()
     def score_inputs(self, ids: np.ndarray, x: torch.Tensor, is_labeled: np.ndarray | None = None) -> pa.Table:
@@ -134,13 +163,16 @@ class BatchScorer:
             is_labeled = np.zeros(n, dtype=bool)
         if n == 0:
             return self.empty_table()
-        f, levels = self.model.feature_levels(x)
-        emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
-        scores, pred, conf = self.mc_scores(ids, f)
-        if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
-            scores["pred_loss"] = self.model.loss_module(levels).float()
-        if "sraal" in self.acquisitions:  # SRAAL (Zhang et al. 2020): discriminator's P(unlabeled state)
-            scores["sraal"] = self.model.state_score(f).float()
+        with self.autocast():
+            f, levels = self.model.feature_levels(x)
+            emb = (self.model.embed(f) if self.embedding_source == "head" else f).float()
+            scores, pred, conf = self.mc_scores(ids, f)
+            if "pred_loss" in self.acquisitions:  # Learning Loss (Yoo & Kweon 2019): predicted target loss
+                scores["pred_loss"] = self.model.loss_module(levels).float()
+            if "sraal" in self.acquisitions:  # SRAAL (Zhang et al. 2020): discriminator's P(unlabeled state)
+                scores["sraal"] = self.model.state_score(f).float()
+            # BADGE's mean probabilities: the head with dropout off (eval mode), in float32.
+            probs_off = torch.softmax(self.model.head(f).float(), dim=-1) if self.keep_probs else None
         mask = pa.array(is_labeled) if is_labeled.any() else None
         cols: dict[str, pa.Array] = {"id": pa.array(ids, type=pa.int64())}
         for name in self.acquisitions:
@@ -151,9 +183,8 @@ class BatchScorer:
         cols["pred"] = masked(pred.cpu().numpy().astype(np.int64), mask)
         cols["confidence"] = masked(conf.cpu().numpy().astype(np.float32), mask)
         cols["labeled"] = pa.array(is_labeled)
-        if self.keep_probs:
-            p = torch.softmax(self.model.head(f).float(), dim=-1).cpu().numpy().astype(np.float32)  # eval: no dropout
-            cols["probs"] = vector_array(p)
+        if probs_off is not None:
+            cols["probs"] = vector_array(probs_off.cpu().numpy().astype(np.float32))
         return pa.table(cols)
 
     def mc_scores(self, ids: np.ndarray, f: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor,

@@ -33,7 +33,8 @@ def test_resnet18_with_weights_embeds_every_row_like_torchvision(tmp_path, rgb_p
     assert (summary.rows, summary.rejects, summary.workers) == (70, 0, 2)
     table = pq.read_table(tmp_path / "emb").sort_by("id")
     assert table.column_names == ["id", "embedding"] and table.column("id").to_pylist() == list(range(70))
-    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: halffloat>[512]"
+    etype = table.schema.field("embedding").type
+    assert (etype.list_size, str(etype.value_type), etype.value_field.nullable) == (512, "halffloat", False)
     emb = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     tv.fc = nn.Identity()
     with torch.no_grad():
