@@ -5,6 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 
+def device_name(device: Any) -> str:
+    """What a benchmark line says it ran on: the GPU's name (as nvidia-smi prints it), else the CPU's model."""
+    import platform
+
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def torch_device(want: str | bool | None = None) -> Any:
     """The torch device for `want`: True/None/"auto" = CUDA when present else CPU, False = CPU, or a name.
 

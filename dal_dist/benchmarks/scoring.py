@@ -52,10 +52,16 @@ def _rate(fn: Any, n_images: int, repeats: int) -> float:
 
 def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_samples: int = 20,
         batch_size: int = 256, pipeline_n: int = 16384, workers: int = 1, repeats: int = 3,
-        seed: int = 0, pipeline: bool = True) -> dict[str, Any]:
+        seed: int = 0, pipeline: bool = True, device: str | None = None,
+        precision: str | None = None) -> dict[str, Any]:
     """Measure the three throughputs in one process and return them with their ratios."""
+    from dal_dist.device import device_name, torch_device
     from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.scoring import BatchScorer
+    from dal_dist.scoring.scorer import resolve_precision
+
+    dev = torch_device(device)
+    precision = resolve_precision(precision, dev)
 
     channels = 1 if model == "mnist-cnn" else 3
     config = default_config(model, 10, in_channels=channels, image_size=image_size, seed=seed)
@@ -63,37 +69,42 @@ def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_s
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, image_size, image_size, channels), dtype=np.uint8)
     ids = np.arange(n, dtype=np.int64)
-    result: dict[str, Any] = {"bench": "scoring", "model": model, "image_size": image_size, "n": n,
-                              "mc_samples": mc_samples, "batch_size": batch_size,
+    result: dict[str, Any] = {"bench": "scoring", "device": dev.type, "device_name": device_name(dev),
+                              "model": model, "image_size": image_size, "source": "raw", "precision": precision,
+                              "n": n, "mc_samples": mc_samples, "batch_size": batch_size,
                               "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / CHECKPOINT_FILE
         save_checkpoint(net, ckpt)
-        scorer = BatchScorer(ckpt.read_bytes(), ["bald"], mc_samples=mc_samples, device="cpu")
+        scorer = BatchScorer(ckpt.read_bytes(), ["bald"], mc_samples=mc_samples, device=str(dev),
+                             precision=precision)
         from dal_dist.models import preprocess
 
-        def forward() -> None:
-            with torch.inference_mode():
+        def forward() -> None:  # the same copy, preprocess and autocast as scoring: only the head differs
+            with torch.inference_mode(), scorer.autocast():
                 for s in range(0, n, batch_size):
-                    x = preprocess(torch.from_numpy(images[s:s + batch_size]), config)
-                    scorer.model(x)
+                    scorer.model(preprocess(scorer.to_device(images[s:s + batch_size]), config))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
 
         def bald() -> None:
             for s in range(0, n, batch_size):
                 scorer.score_images(ids[s:s + batch_size], images[s:s + batch_size])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
 
         result["forward_img_s"] = _rate(forward, n, repeats)
         result["bald_img_s"] = _rate(bald, n, repeats)
         result["bald_vs_forward"] = result["bald_img_s"] / result["forward_img_s"]
         if pipeline:
             result.update(_pipeline(Path(tmp), ckpt, pipeline_n, image_size, channels, mc_samples,
-                                    batch_size, workers, seed))
+                                    batch_size, workers, seed, 1 if dev.type == "cuda" else 0, precision))
             result["pipeline_vs_bald"] = result["pipeline_img_s"] / result["bald_img_s"]
     return result
 
 
 def _pipeline(tmp: Path, ckpt: Path, n: int, size: int, channels: int, mc_samples: int, batch_size: int,
-              workers: int, seed: int) -> dict[str, Any]:
+              workers: int, seed: int, gpus: float = 0, precision: str | None = None) -> dict[str, Any]:
     import ray
 
     from dal_dist.scoring import score_pool
@@ -110,7 +121,8 @@ def _pipeline(tmp: Path, ckpt: Path, n: int, size: int, channels: int, mc_sample
     ray.data.range(8, override_num_blocks=1).materialize()
     ray_data_warmup_s = time.time() - t
     s = score_pool(pool, ckpt, tmp / "scores", acquisitions=["bald"], mc_samples=mc_samples,
-                   workers=workers, batch_size=batch_size, seed=seed, progress=False)
+                   workers=workers, batch_size=batch_size, seed=seed, progress=False,
+                   gpus_per_worker=gpus / workers if gpus else 0, precision=precision)
     return {"pipeline_n": n, "pipeline_workers": workers, "pipeline_img_s": s.steady_images_per_s,
             "pipeline_startup_s": s.startup_s, "pipeline_total_s": s.seconds,
             "pipeline_overall_img_s": s.images_per_s, "ray_init_s": ray_init_s,

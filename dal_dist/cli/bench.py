@@ -31,6 +31,8 @@ def scoring(
     repeats: int = typer.Option(3, "--repeats", min=1, max=MAX_REPEATS),
     seed: int = typer.Option(0, "--seed", min=0),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
+    precision: str = typer.Option("auto", "--precision", help="bf16, fp16, fp32 or auto (bf16 on a GPU)."),
 ) -> None:
     """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run."""
     import tempfile
@@ -48,8 +50,13 @@ def scoring(
     checks.check_local_workers("--workers", workers, starts_local_cluster(None))
     from dal_dist.benchmarks import scoring as bench
 
+    from dal_dist.device import torch_device
+    from dal_dist.scoring.pipeline import check_precision
+
+    dev = torch_device(None if device == "auto" else device)
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
-               pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline)
+               pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline,
+               device=str(dev), precision=check_precision(precision))
 
 
 @bench_app.command("kcenter")
