@@ -10,7 +10,7 @@ DEMO_DIR ?= .demo
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[cpu,test]'  # faiss-cpu; GPU nodes take [gpu] instead, never both
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dal_dist.selection.kcenter import MinDistances, as_storage
+from dal_dist.device import device_name, torch_device
+from dal_dist.selection.kcenter import MinDistances, as_storage, min_distances
 
 
 def _rss_peak() -> int:
@@ -55,19 +56,37 @@ def read_bandwidth(x: np.ndarray, repeats: int = 5) -> float:
     return x.nbytes / best
 
 
-def run_dal_dist(x: np.ndarray, lab: np.ndarray, k: int) -> dict[str, Any]:
-    """Time dal-dist's exact greedy: init (norms + FAISS + exact nearest), then k picks."""
+def device_read_bandwidth(x: np.ndarray, device: Any, repeats: int = 5) -> float:
+    """Bytes/s of a full read of `x` once it is on a GPU (a same-width reduction over its bytes)."""
+    raw = torch.from_numpy(x.reshape(-1).view(np.int32) if x.nbytes % 4 == 0 else x.reshape(-1).view(np.uint8))
+    on = raw.to(device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        on.sum(dtype=on.dtype)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    del on
+    return x.nbytes / best
+
+
+def run_dal_dist(x: np.ndarray, lab: np.ndarray, k: int, device: str = "cpu", loop: str = "auto") -> dict[str, Any]:
+    """Time dal-dist's exact greedy: init (norms + FAISS or device kNN + exact nearest), then k picks."""
+    sync = torch.cuda.synchronize if torch_device(device).type == "cuda" else (lambda: None)
     t = time.perf_counter()
-    state = MinDistances(x, lab, device="cpu")
+    state = min_distances(x, lab, device=device, loop=loop)
+    sync()
     init_s = time.perf_counter() - t
     picks = []
     t = time.perf_counter()
     for _ in range(k):
         _, i = state.farthest()
-        state.remove(i)
-        state.add_center(state.row(i))
+        state.pick(i)
         picks.append(i)
-    return {"init_s": init_s, "s_per_pick": (time.perf_counter() - t) / k, "picks": picks}
+    sync()
+    return {"init_s": init_s, "s_per_pick": (time.perf_counter() - t) / k, "picks": picks,
+            "loop": type(state).__name__}
 
 
 def run_reference(x: np.ndarray, lab: np.ndarray, picks: int) -> dict[str, Any]:
@@ -88,7 +107,7 @@ def run_reference(x: np.ndarray, lab: np.ndarray, picks: int) -> dict[str, Any]:
 
 
 def main(n: int = 1_000_000, dim: int = 128, labeled: int = 1000, k: int = 200, dtype: str = "float32",
-         ref_picks: int = 5, seed: int = 0) -> dict[str, Any]:
+         ref_picks: int = 5, seed: int = 0, device: str = "cpu", loop: str = "auto") -> dict[str, Any]:
     """Run both implementations on the same seeded data and print one JSON line."""
     import faiss  # noqa: F401  (loaded before the baseline RSS so library code is not counted as data)
     import sklearn.metrics  # noqa: F401
@@ -96,13 +115,14 @@ def main(n: int = 1_000_000, dim: int = 128, labeled: int = 1000, k: int = 200, 
     rss0 = _rss_peak()
     x = gaussian(n, dim, dtype, seed)
     lab = gaussian(labeled, dim, dtype, seed + 1)
-    read_gb_s = read_bandwidth(x) / 1e9
-    ours = run_dal_dist(x, lab, k)
+    dev = torch_device(device)
+    read_gb_s = (device_read_bandwidth(x, dev) if dev.type == "cuda" else read_bandwidth(x)) / 1e9
+    ours = run_dal_dist(x, lab, k, str(dev), loop)
     peak = _rss_peak()
     bound = x.nbytes / (read_gb_s * 1e9)
     out: dict[str, Any] = {
-        "bench": "kcenter", "n": n, "dim": dim, "labeled": labeled, "k": k, "dtype": dtype,
-        "threads": torch.get_num_threads(),
+        "bench": "kcenter", "device": dev.type, "device_name": device_name(dev), "loop": ours["loop"],
+        "n": n, "dim": dim, "labeled": labeled, "k": k, "dtype": dtype, "threads": torch.get_num_threads(),
         "init_s": round(ours["init_s"], 4), "s_per_pick": round(ours["s_per_pick"], 5),
         "read_gb_s": round(read_gb_s, 2), "bytes_per_pick": x.nbytes,
         "bound_s_per_pick": round(bound, 5), "x_bound": round(ours["s_per_pick"] / bound, 3),

@@ -71,6 +71,8 @@ def kcenter(
     seed: int = typer.Option(0, "--seed", min=0),
     sharded_workers: int = typer.Option(0, "--sharded-workers", min=0,
                                         help="Instead: distributed vs single node on N rows with this many Ray actors."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
+    loop: str = typer.Option("auto", "--loop", help="auto (on the device on CUDA, NumPy on CPU), host or device."),
 ) -> None:
     """init_s, s_per_pick vs the scikit-learn reference, read bandwidth bound and peak RSS, one JSON line."""
     from dal_dist.ray_connect import starts_local_cluster
@@ -90,7 +92,14 @@ def kcenter(
         checks.check_local_workers("--sharded-workers", sharded_workers, starts_local_cluster(None))
         bench.main_sharded(n=n, dim=dim, labeled=labeled, k=k, workers=sharded_workers, seed=seed)
         return
-    bench.main(n=n, dim=dim, labeled=labeled, k=k, dtype=dtype, ref_picks=ref_picks, seed=seed)
+    from dal_dist.device import torch_device
+    from dal_dist.selection.kcenter import LOOPS
+
+    if loop not in LOOPS:
+        raise DalDistError(f"--loop {loop!r}: expected one of {', '.join(LOOPS)}")
+    dev = torch_device(None if device == "auto" else device)
+    bench.main(n=n, dim=dim, labeled=labeled, k=k, dtype=dtype, ref_picks=ref_picks, seed=seed, device=str(dev),
+               loop=loop)
 
 
 @bench_app.command("soak")

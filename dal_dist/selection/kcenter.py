@@ -25,6 +25,10 @@ Exactness argument (why the picks equal a float64 brute force on the stored valu
 * Ties are broken by the lowest row index (`np.argmax` returns the first maximum; shards report their lowest).
 With float16/bfloat16 storage the embeddings (labeled too) are rounded once on load; the picks are
 then exact for the rounded vectors.
+
+Where the loop runs (`loop=`): "host" keeps this state in NumPy and moves only the GEMV to torch;
+"device" keeps all of it on a torch device (`kcenter_device.DeviceMinDistances`, same argument, same
+picks); "auto" takes the device loop on CUDA and the host loop on the CPU, where NumPy is faster.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dal_dist.errors import DalDistError
 
 _U32 = 2.0**-24  # unit roundoff of float32
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+LOOPS = ("auto", "host", "device")
 
 
 def _gamma(d: int) -> float:
@@ -104,7 +109,11 @@ class MinDistances:
     # --- initial distances to the labeled set -------------------------------------------------
     def _init_from_labeled(self, labeled: np.ndarray) -> None:
         """Nearest-labeled distances by blocked FAISS k=2 search, then exact float64 for the nearest."""
-        import faiss
+        try:
+            import faiss
+        except ImportError:
+            raise DalDistError("k-center with a labeled set needs faiss: pip install 'dal-dist[cpu]' "
+                               "(or 'dal-dist[gpu]' on a CUDA host)") from None
 
         lab32 = np.ascontiguousarray(to_float(labeled))
         lab64 = lab32.astype(np.float64)
@@ -152,6 +161,11 @@ class MinDistances:
             d2 = np.einsum("ij,ij->i", diff, diff)
             self.min_d2[r] = np.minimum(self.min_d2[r], d2)
             self._refresh_skip(r)
+
+    def pick(self, i: int) -> None:
+        """Take row i out of the candidates and make it a center."""
+        self.remove(i)
+        self.add_center(self.row(i))
 
     def remove(self, i: int) -> None:
         """Take row i out of the candidates (it has been picked)."""
@@ -236,20 +250,33 @@ def first_center(n: int, seed: int) -> int:
     return int(np.random.default_rng(seed).integers(n))
 
 
+def min_distances(x: np.ndarray, labeled: np.ndarray | None, *, device: str | None = "auto", loop: str = "auto",
+                  block_rows: int | None = None):
+    """The greedy's state for storage-dtype rows: `MinDistances` (host) or `DeviceMinDistances` (see `loop`)."""
+    if loop == "device" or (loop == "auto" and torch_device(device).type == "cuda"):
+        from dal_dist.selection.kcenter_device import DeviceMinDistances  # imports torch
+
+        return DeviceMinDistances(x, labeled, gamma=_gamma(x.shape[1]), device=device, block_rows=block_rows)
+    return MinDistances(x, labeled, device=device, block_rows=block_rows)
+
+
 def kcenter_greedy(embeddings: np.ndarray, labeled: np.ndarray | None, k: int, *, seed: int = 0,
                    device: str | None = "auto", storage_dtype: str | None = None,
-                   block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   block_rows: int | None = None, loop: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Pick k rows of `embeddings` greedily farthest from `labeled` ∪ picks (Sener & Savarese 2018).
 
     Returns (row indices in pick order, radius at pick time = L2 distance to the nearest center
     before the pick; non-increasing).  With no labeled set the first pick is
-    `np.random.default_rng(seed).integers(N)` and its radius is `inf`.
+    `np.random.default_rng(seed).integers(N)` and its radius is `inf`.  `loop`: "auto" (all on the
+    device on CUDA, NumPy on the CPU), "host" or "device" (also on a CPU device); the picks are the same.
     """
     embeddings = np.asarray(embeddings)
     check_kcenter_inputs(embeddings, labeled, k)
+    if loop not in LOOPS:
+        raise DalDistError(f"loop {loop!r}: expected one of {list(LOOPS)}")
     x = as_storage(embeddings, storage_dtype)
     lab = None if labeled is None or len(labeled) == 0 else as_storage(np.asarray(labeled), _dtype_name(x))
-    state = MinDistances(x, lab, device=device, block_rows=block_rows)
+    state = min_distances(x, lab, device=device, loop=loop, block_rows=block_rows)
     picks = np.empty(k, dtype=np.int64)
     radii = np.empty(k, dtype=np.float64)
     for t in range(k):
@@ -258,8 +285,7 @@ def kcenter_greedy(embeddings: np.ndarray, labeled: np.ndarray | None, k: int, *
         else:
             d2, i = state.farthest()
         picks[t], radii[t] = i, math.sqrt(d2)
-        state.remove(i)
-        state.add_center(state.row(i))
+        state.pick(i)
     return picks, radii
 
 

@@ -24,7 +24,7 @@ import ray
 from dal_dist.errors import DalDistError
 from dal_dist.ray_connect import connect
 from dal_dist.selection.io import ScoresScan, load_embeddings
-from dal_dist.selection.kcenter import MinDistances, first_center
+from dal_dist.selection.kcenter import first_center, min_distances
 
 SHARD_RESTARTS = 3  # rebuilds of one shard per selection before the selection gives up
 
@@ -45,7 +45,7 @@ class KCenterShard:
         except DalDistError as e:
             self.error = e
         self.device, self.block_rows = device, block_rows
-        self.state: MinDistances | None = None
+        self.state: Any = None  # MinDistances, or DeviceMinDistances on a GPU shard
 
     def local_labeled(self) -> np.ndarray | None:
         """This shard's labeled rows (the driver gathers them so every shard sees the whole labeled set)."""
@@ -64,7 +64,7 @@ class KCenterShard:
     def start(self, labeled: np.ndarray | None) -> tuple[float, int, np.ndarray | None, float]:
         """Build the minima against the whole labeled set; return the local farthest row."""
         t = time.perf_counter()
-        self.state = MinDistances(self.x, labeled, device=self.device, block_rows=self.block_rows)
+        self.state = min_distances(self.x, labeled, device=self.device, block_rows=self.block_rows)
         return self._farthest(t)
 
     def row(self, i: int) -> np.ndarray:

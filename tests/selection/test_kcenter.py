@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -76,6 +77,14 @@ def test_min_distances_match_brute_force_after_updates():
     # Verified rows hold the exact minimum; unverified ones an upper bound that is >= it.
     assert np.all(state.min_d2[~picked] <= ref[~picked] + 1e-9)
     assert picked.sum() == 15
+
+
+def test_labeled_start_without_faiss_names_the_extra_to_install(monkeypatch):
+    # faiss comes from the cpu or gpu extra (never both); without either the host loop says which to add.
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    with pytest.raises(DalDistError, match=r"dal-dist\[cpu\]"):
+        kcenter_greedy(x, x[:3], 5, device="cpu", loop="host")
 
 
 @pytest.mark.parametrize("bad, match", [
