@@ -19,7 +19,6 @@ learning_curves.png}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -86,29 +85,17 @@ def accuracy_table(curves: list, labels: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mnist-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
-                   / "mnist-test")
-    p.add_argument("--workdir", type=Path, default=Path("runs/large-batch"))
-    p.add_argument("--results", type=Path, default=Path("results/large-batch"))
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--seeds", default="0,1,2")
+    from dal_dist.driver.experiment import grid_parser, run_grid, run_state_rows, write_curves
+    from dal_dist.driver.report import summary_table
+
+    p = grid_parser(__doc__, "large-batch", STRATEGIES, max_labels=3100, epochs=10,
+                    mnist_dir=Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test")
     p.add_argument("--pool-size", type=int, default=100_000)
     p.add_argument("--initial", type=int, default=100, help="balanced initial labels")
     p.add_argument("--budget", type=int, default=1000, help="labels acquired per round")
-    p.add_argument("--max-labels", type=int, default=5100)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--subset", type=int, default=None,
-                   help="top-k/sampling strategies score a random unlabeled subset of this size per round")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
-    p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: torch's)")
-    p.add_argument("--gpu", action="store_true", help="train, score and evaluate on this process's CUDA device")
-    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--subset", type=int, default=10_000,
+                   help="every strategy but cluster_margin scores a random unlabeled subset of this size per round")
     a = p.parse_args(argv)
-
-    from dal_dist.driver.experiment import grid_curves, run_grid, run_state_rows
-    from dal_dist.driver.report import plot_curves, summary_table, write_curves_csv
 
     strategies = [s for s in a.strategies.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -121,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         todo = [(s, seed) for seed in seeds for s in strategies]
         run_grid([(f"{s}-seed{seed}", run_config(s, seed, pool, test, **opts)) for s, seed in todo], a.workdir,
                  jobs=a.jobs, threads=a.threads, gpu=a.gpu, emit=lambda line: print(line, flush=True))
-    pairs = grid_curves(a.workdir, strategies)
+    pairs = write_curves(a.workdir, strategies, a.results,
+                         f"Large batches ({a.budget}/round) on {a.pool_size:,} deformed MNIST digits: test accuracy "
+                         "vs labels")
     curves = [c for _, c in pairs]
-    a.results.mkdir(parents=True, exist_ok=True)
-    write_curves_csv(curves, a.results / "curves.csv")
-    plot_curves(curves, a.results / "learning_curves.png",
-                f"Large batches ({a.budget}/round) on {a.pool_size:,} deformed MNIST digits: test accuracy vs labels")
     labels = sorted({n for c in curves for n in c.labels})
     (a.results / "table.md").write_text(
         f"# Large-batch acquisition: {a.budget} labels per round, pool of {a.pool_size:,} deformed digits, "

@@ -12,7 +12,6 @@ resumable run directory under --workdir: rerunning the job continues where it st
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -73,28 +72,16 @@ def run_config(strategy: str, seed: int, pool: Path, test: Path, max_labels: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mnist-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
-                   / "mnist-test")
-    p.add_argument("--workdir", type=Path, default=Path("runs/gal2017"))
-    p.add_argument("--results", type=Path, default=Path("results/gal2017"))
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--max-labels", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=50)
+    from dal_dist.driver.experiment import grid_parser, run_grid, run_state_rows, write_curves
+    from dal_dist.driver.report import summary_table
+
+    p = grid_parser(__doc__, "gal2017", STRATEGIES, max_labels=1000, epochs=50,
+                    mnist_dir=Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test")
     p.add_argument("--workers", type=int, default=1, help="scoring actors (executor ray)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--stop-at", type=float, default=0.95, help="end a run once its test accuracy reaches this")
     p.add_argument("--subset", type=int, default=2000, help="random unlabeled subset scored per round")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
-    p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: torch's)")
-    p.add_argument("--gpu", action="store_true", help="train, score and evaluate on this process's CUDA device")
-    p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
-
-    from dal_dist.driver.experiment import grid_curves, run_grid, run_state_rows
-    from dal_dist.driver.report import plot_curves, summary_table, write_curves_csv
 
     strategies = [s for s in a.strategies.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -109,11 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         todo += [(s, seed) for seed in seeds for s in strategies if s not in head]
         run_grid([(f"{s}-seed{seed}", run_config(s, seed, pool, test, **opts)) for s, seed in todo], a.workdir,
                  jobs=a.jobs, threads=a.threads, gpu=a.gpu, emit=lambda line: print(line, flush=True))
-    pairs = grid_curves(a.workdir, strategies)
+    pairs = write_curves(a.workdir, strategies, a.results, "MNIST (Gal et al. 2017 protocol): test accuracy vs labels")
     curves = [c for _, c in pairs]
-    a.results.mkdir(parents=True, exist_ok=True)
-    write_curves_csv(curves, a.results / "curves.csv")
-    plot_curves(curves, a.results / "learning_curves.png", "MNIST (Gal et al. 2017 protocol): test accuracy vs labels")
     table = summary_table(curves, (0.90, 0.95))
     paper = "\n".join(f"| {s} | {e10} | {e5} |" for s, (e10, e5) in PAPER.items())
     runs = run_state_rows(pairs)

@@ -87,3 +87,37 @@ def run_state_rows(pairs: Sequence[tuple[Path, Curve]]) -> list[str]:
         wall = round(sum(sum(json.loads(t.read_text()).values()) for t in (d / "rounds").glob("*/timings.json")))
         rows.append(f"| {d.name} | {state} | {c.labels[-1]} | {c.accuracy[-1]:.4f} | {wall} |")
     return rows
+
+
+def grid_parser(description: str, name: str, strategies: Sequence[str], *, max_labels: int, epochs: int,
+                mnist_dir: Path) -> Any:
+    """The options every experiment job takes (where, which runs, how long, how parallel); the job adds its own."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mnist-dir", type=Path, default=mnist_dir)
+    p.add_argument("--workdir", type=Path, default=Path("runs") / name)
+    p.add_argument("--results", type=Path, default=Path("results") / name)
+    p.add_argument("--strategies", default=",".join(strategies))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--max-labels", type=int, default=max_labels)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
+    p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: torch's)")
+    p.add_argument("--gpu", action="store_true", help="train, score and evaluate on this process's CUDA device")
+    p.add_argument("--report-only", action="store_true")
+    return p
+
+
+def write_curves(workdir: str | os.PathLike, strategies: Sequence[str], results: Path,
+                 title: str) -> list[tuple[Path, Curve]]:
+    """curves.csv and learning_curves.png of a grid's runs so far, in `results`; returns (run dir, curve) pairs."""
+    from dal_dist.driver.report import plot_curves, write_curves_csv
+
+    pairs = grid_curves(workdir, strategies)
+    curves = [c for _, c in pairs]
+    results.mkdir(parents=True, exist_ok=True)
+    write_curves_csv(curves, results / "curves.csv")
+    plot_curves(curves, results / "learning_curves.png", title)
+    return pairs
