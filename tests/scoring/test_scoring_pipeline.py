@@ -73,17 +73,23 @@ def test_embed_labeled_keeps_labeled_rows_once_embedding_only(tmp_path, ray_loca
 
     write_pool(tmp_path / "pool", x, y, chunk_rows=64)
     labeled = np.arange(0, 200, 10)
+    # A random-subset round: the rest of the unlabeled pool is excluded, neither scored nor embedded.
+    exclude = np.setdiff1d(np.arange(1, 200, 3), labeled)
     summary = score_pool(tmp_path / "pool", ckpt, tmp_path / "scores", acquisitions=["bald"], mc_samples=4,
                          workers=1, labeled=labeled, embed_labeled=True, embedding_dtype="float32",
-                         progress=False)
+                         progress=False, exclude=exclude)
     out = read_scores_table(tmp_path / "scores").sort_by("id")
-    assert out.column("id").to_pylist() == list(range(200)) and summary.labeled_rows == 20
+    kept = np.setdiff1d(np.arange(200), exclude)
+    assert out.column("id").to_pylist() == kept.tolist() and summary.labeled_rows == 20
     flag = out.column("labeled").to_numpy()
-    assert flag.sum() == 20 and set(np.flatnonzero(flag).tolist()) == set(labeled.tolist())
+    ids = out.column("id").to_numpy()
+    assert flag.sum() == 20 and set(ids[flag].tolist()) == set(labeled.tolist())
     bald = out.column("bald")
-    assert bald.null_count == 20 and all(bald[int(i)].as_py() is None for i in labeled)
+    assert bald.null_count == 20 and np.isfinite(bald.to_numpy(zero_copy_only=False)[~flag]).all()
     emb = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
-    assert emb.shape == (200, 128) and np.isfinite(emb).all()
+    assert emb.shape == (len(kept), 128) and np.isfinite(emb).all()
+    with pytest.raises(DalDistError, match="exclude: ids that are also labeled"):
+        score_pool(tmp_path / "pool", ckpt, tmp_path / "s2", labeled=labeled, exclude=labeled[:3], executor="local")
 
 
 def test_pred_loss_needs_a_learning_loss_model(tmp_path, ckpt, mnist_test_dir):
