@@ -19,7 +19,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch, ray_local):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(_python_api_block(), "README.md (Python API)", "exec"), scope)
-    assert scope["summary"].rows == 1000
+    assert scope["summary"].rows == 500
     assert scope["top"].num_rows == 50 and scope["diverse"].num_rows == 50
     assert len(set(scope["diverse"].column("id").to_pylist())) == 50
     assert pq.read_table(tmp_path / "pick.parquet").column("id").to_pylist() == scope["diverse"].column("id").to_pylist()
