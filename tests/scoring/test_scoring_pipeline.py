@@ -14,6 +14,7 @@ from dal_dist.models import build_model, default_config, save_checkpoint
 from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
 from dal_dist.scoring.pipeline import footer_readers, footer_readers_for
 from dal_dist.scoring.placement import check_fits_local_cluster, plan_cpus
+from dal_dist.scoring.scorer import vector_type
 from scoring_helpers import ACQ, mnist as _mnist, write_mixed_pool as _write_mixed_pool
 
 
@@ -60,7 +61,7 @@ def test_two_workers_one_row_per_unlabeled_id_with_rejects(tmp_path, ray_local, 
     for name in ACQ:
         v = out.column(name).to_numpy()
         assert np.isfinite(v).all() and (v >= 0).all(), name
-    assert out.schema.field("embedding").type == pa.list_(pa.float16(), 128)
+    assert out.schema.field("embedding").type == vector_type(pa.float16(), 128)  # non-null items: fast to read
     assert not out.column("labeled").to_numpy().any()
     conf = out.column("confidence").to_numpy()
     assert ((conf > 0.09) & (conf <= 1.0)).all()

@@ -10,6 +10,7 @@ import torch
 from dal_dist.models import build_model, default_config, preprocess, save_checkpoint
 from dal_dist.pool import write_pool
 from dal_dist.scoring import read_scores_table, score_pool
+from dal_dist.scoring.scorer import vector_type
 from dal_dist.selection import select
 
 
@@ -31,7 +32,7 @@ def scored(tmp_path_factory):
 def test_probs_column_is_the_dropout_off_softmax(scored):
     tmp, images, model = scored
     t = read_scores_table(tmp / "scores").sort_by("id")
-    assert t.schema.field("probs").type == pa.list_(pa.float32(), 10)
+    assert t.schema.field("probs").type == vector_type(pa.float32(), 10)
     probs = np.stack(t.column("probs").to_numpy(zero_copy_only=False))
     ids = t.column("id").to_numpy()
     model.eval()
