@@ -51,7 +51,7 @@ def scoring(
     from dal_dist.benchmarks import scoring as bench
 
     from dal_dist.device import torch_device
-    from dal_dist.scoring.pipeline import check_precision
+    from dal_dist.scoring.scorer import check_precision
 
     dev = torch_device(None if device == "auto" else device)
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,

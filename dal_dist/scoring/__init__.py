@@ -15,6 +15,7 @@ from dal_dist.scoring.pipeline import ScoreSummary, score_pool
 from dal_dist.scoring.publish import REJECTS_DIR, SCORES_MARKER, read_scores_table
 from dal_dist.scoring.scorer import BatchScorer, output_schema
 
-__all__ = ["ACQUISITIONS", "REJECTS_DIR", "SCORES_MARKER", "BatchScorer", "EmbeddingsInfo", "ScoreSummary", "Terminated",
+__all__ = ["ACQUISITIONS", "REJECTS_DIR", "SCORES_MARKER", "BatchScorer", "EmbeddingsInfo", "ScoreSummary",
+           "Terminated",
            "embed_pool", "embeddings_info", "output_schema", "parse_acquisitions", "read_embedding_rows",
            "read_scores_table", "score_all", "score_embeddings", "score_pool"]

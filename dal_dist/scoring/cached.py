@@ -33,10 +33,7 @@ class BatchHeadScorer(BatchScorer):
     def __call__(self, batch: pa.Table) -> pa.Table:
         batch, is_labeled = self.without_labeled(batch)
         x = torch.from_numpy(embedding_matrix(batch.column("embedding"), self.config.in_channels)).to(self.device)
-        out = self.score_inputs(batch.column("id").to_numpy(), x, is_labeled)
-        if self.progress is not None and out.num_rows:
-            self.progress.report.remote(out.num_rows, time.time())
-        return out
+        return self.reported(self.score_inputs(batch.column("id").to_numpy(), x, is_labeled))
 
 
 def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,

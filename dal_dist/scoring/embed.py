@@ -186,7 +186,8 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = arr.values.to_numpy(zero_copy_only=False)
     if values.dtype == np.float16:  # torch converts half to float with the CPU's F16C, numpy element by element
-        return torch.from_numpy(values.copy() if not values.flags.writeable else values).float().numpy().reshape(-1, dim)
+        half = values if values.flags.writeable else values.copy()  # torch wants writable memory
+        return torch.from_numpy(half).float().numpy().reshape(-1, dim)
     m = values.astype(np.float32, copy=False).reshape(-1, dim)
     return m if m.flags.writeable else m.copy()  # torch wants writable memory
 

@@ -32,8 +32,8 @@ from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.placement import (check_fits_local_cluster, check_gpus_per_worker, local_cluster_ceiling,
                                         plan_cpus)
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
-from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, PRECISIONS, BatchScorer,
-                                     check_batch_memory, check_channels)
+from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
+                                     check_batch_memory, check_channels, check_precision)
 
 log = logging.getLogger(__name__)
 
@@ -295,13 +295,6 @@ def check_model_fits(model: Any, names: list[str], checkpoint: str | os.PathLike
         raise DalDistError(f"checkpoint {checkpoint}: model has {model.config.num_classes} classes but pool "
                            f"{pool} has labels up to {num_classes - 1}")
     check_channels(model, image_shape, str(pool))
-
-
-def check_precision(precision: str | None) -> str | None:
-    """A known --precision (None and "auto": decided per actor by its device), before any work."""
-    if precision is not None and precision != "auto" and precision not in PRECISIONS:
-        raise DalDistError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
-    return None if precision == "auto" else precision
 
 
 def exclude_rows(plan: ScoringPlan, exclude: np.ndarray | None) -> None:

@@ -32,13 +32,28 @@ EMBEDDING_DTYPES = ("float16", "float32")
 PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --precision: the autocast dtype
 
 
+def check_precision(precision: str | None) -> str | None:
+    """A known --precision, before any work; None for "auto" (decided per actor by its device)."""
+    if precision is not None and precision != "auto" and precision not in PRECISIONS:
+        raise DalDistError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
+    return None if precision == "auto" else precision
+
+
 def resolve_precision(precision: str | None, device: Any) -> str:
     """The autocast precision on `device`: as asked, else bf16 on CUDA (tensor cores) and fp32 on CPU."""
-    if precision is None or precision == "auto":
+    precision = check_precision(precision)
+    if precision is None:
         return "bf16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
-    if precision not in PRECISIONS:
-        raise DalDistError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
     return precision
+
+
+def fetched(value: Any) -> Any:
+    """An actor argument as itself: Ray hands large ones over as [ObjectRef] (nested, so it is fetched once)."""
+    if isinstance(value, list):
+        import ray
+
+        return ray.get(value[0])
+    return value
 CONVERTIBLE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: decode converts any of these into any other
 
 
@@ -57,18 +72,7 @@ class BatchScorer:
                  write_embedding: bool = True, precision: str | None = None):
         from dal_dist.models import load_checkpoint
 
-        if isinstance(checkpoint, list):  # [ObjectRef] — nested so Ray hands us the ref, we fetch once
-            import ray
-
-            checkpoint = ray.get(checkpoint[0])
-        if isinstance(labeled_ids, list):
-            import ray
-
-            labeled_ids = ray.get(labeled_ids[0])
-        if isinstance(exclude_ids, list):
-            import ray
-
-            exclude_ids = ray.get(exclude_ids[0])
+        checkpoint, labeled_ids, exclude_ids = fetched(checkpoint), fetched(labeled_ids), fetched(exclude_ids)
         if threads:
             torch.set_num_threads(threads)
         self.device = torch_device(device)
@@ -109,7 +113,10 @@ class BatchScorer:
             self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
             keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
             is_labeled = is_labeled[keep]
-        out = self.score_images(decoded.ids, decoded.images, is_labeled)
+        return self.reported(self.score_images(decoded.ids, decoded.images, is_labeled))
+
+    def reported(self, out: pa.Table) -> pa.Table:
+        """`out`, its rows counted on the job's progress actor (when there is one)."""
         if self.progress is not None and out.num_rows:
             self.progress.report.remote(out.num_rows, time.time())
         return out
