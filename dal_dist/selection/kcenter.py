@@ -207,6 +207,8 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
     """
     import torch  # imported here: shard actors on float32/CPU never need it
 
+    from dal_dist.selection.kcenter_device import blocked_mv  # torch-only, like this function
+
     dev = str(torch_device(device))  # None / "auto": the GPU when there is one
     tdtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
               np.dtype(np.uint16): torch.bfloat16}[x.dtype]
@@ -220,10 +222,7 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
             if buf is None:
                 torch.mv(xt, c, out=dot)
             else:
-                for s in range(0, len(xt), len(buf)):
-                    e = min(len(xt), s + len(buf))
-                    buf[:e - s].copy_(xt[s:e])
-                    torch.mv(buf[:e - s], c, out=dot[s:e])
+                blocked_mv(xt, buf, c, dot)
             out[:] = dot.cpu().numpy()
             return out
         return gemv_cuda
@@ -235,12 +234,7 @@ def _make_gemv(x: np.ndarray, device: str | None, block_rows: int):
     buf = torch.empty((max(1024, (4 << 20) // (4 * x.shape[1])), x.shape[1]))
 
     def gemv_half(c32: np.ndarray, out: np.ndarray) -> np.ndarray:
-        c = torch.from_numpy(c32)
-        o = torch.from_numpy(out)
-        for s in range(0, len(xt), len(buf)):
-            e = min(len(xt), s + len(buf))
-            buf[:e - s].copy_(xt[s:e])
-            torch.mv(buf[:e - s], c, out=o[s:e])
+        blocked_mv(xt, buf, torch.from_numpy(c32), torch.from_numpy(out))
         return out
     return gemv_half
 

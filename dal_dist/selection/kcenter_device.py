@@ -212,13 +212,16 @@ def _make_gemv(x: torch.Tensor, cuda: bool):
     rows = max(1024, ((256 << 20) if cuda else (4 << 20)) // (4 * x.shape[1]))
     buf = torch.empty((max(1, min(rows, len(x))), x.shape[1]), dtype=torch.float32, device=x.device)
 
-    def gemv_half(c: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        for s in range(0, len(x), len(buf)):
-            e = min(len(x), s + len(buf))
-            buf[:e - s].copy_(x[s:e])
-            torch.mv(buf[:e - s], c, out=out[s:e])
-        return out
-    return gemv_half
+    return lambda c, out: blocked_mv(x, buf, c, out)
+
+
+def blocked_mv(x: torch.Tensor, buf: torch.Tensor, c: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = x @ c for float16/bfloat16 rows: each block of rows copied to float32 `buf` first (mv in float32)."""
+    for s in range(0, len(x), len(buf)):
+        e = min(len(x), s + len(buf))
+        buf[:e - s].copy_(x[s:e])
+        torch.mv(buf[:e - s], c, out=out[s:e])
+    return out
 
 
 def _search_torch(q: torch.Tensor, q_norm2: torch.Tensor, lab: torch.Tensor, lab_norm2: torch.Tensor, kk: int,
