@@ -96,6 +96,57 @@ def main(strategies: tuple[str, ...] = BENCH_STRATEGIES, n: int = 100_000, k: in
     return results
 
 
+SHARDED = ("badge", "typiclust", "cluster_margin")  # the strategies with a Ray shard-actor version
+
+
+def write_scores_dataset(directory: str, x: dict[str, np.ndarray], files: int) -> None:
+    """The synthetic inputs as a scores dataset (`id`, `embedding`, `probs`, `margin`) in `files` files."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dal_dist.scoring.scorer import vector_array
+
+    for f, part in enumerate(np.array_split(np.arange(len(x["ids"])), files)):
+        pq.write_table(pa.table({"id": pa.array(x["ids"][part]), "embedding": vector_array(x["embeddings"][part]),
+                                 "probs": vector_array(x["probs"][part]),
+                                 "margin": pa.array(x["scores"][part].astype(np.float32))}),
+                       Path(directory) / f"part-{f:05d}.parquet")
+
+
+def main_sharded(strategies: tuple[str, ...] = SHARDED, n: int = 100_000, k: int = 100, dim: int = 64,
+                 classes: int = 10, workers: int = 2, files: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+    """Per strategy, one node vs `workers` Ray shard actors over the same Parquet scores dataset, in one run:
+    seconds of each, their ratio, and whether the picks are the same (one JSON line each)."""
+    import tempfile
+
+    from dal_dist.ray_connect import connect
+    from dal_dist.selection import select
+
+    bad = [s for s in strategies if s not in SHARDED]
+    if bad:
+        raise ValueError(f"no sharded version of {bad}: expected names from {SHARDED}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_scores_dataset(tmp, _inputs(n, dim, classes, seed), files)
+        connect(num_cpus=max(2, workers), log_to_driver=False)
+        for name in strategies:
+            t = time.perf_counter()
+            one = select(name, k, scores=tmp, seed=seed)
+            single_s = time.perf_counter() - t
+            t = time.perf_counter()
+            many = select(name, k, scores=tmp, seed=seed, distributed=True, workers=workers)
+            sharded_s = time.perf_counter() - t
+            line = {"bench": "select-sharded", "strategy": name, "n": n, "k": k, "dim": dim, "classes": classes,
+                    "workers": workers, "single_node_s": round(single_s, 3), "sharded_s": round(sharded_s, 3),
+                    "speedup": round(single_s / sharded_s, 3),
+                    "same_picks": bool(np.array_equal(one.column("id").to_numpy(), many.column("id").to_numpy()))}
+            print(json.dumps(line), flush=True)
+            results.append(line)
+    return results
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 8 and sys.argv[1] == "--one":
         name, *nums = sys.argv[2:]

@@ -135,17 +135,27 @@ def select(
     classes: int = typer.Option(10, "--classes", min=2, help="Classes of the probabilities (badge)."),
     strategy: str = typer.Option(None, "--strategy", help="Comma list (default: every benchmarked strategy)."),
     seed: int = typer.Option(0, "--seed", min=0),
+    distributed: int = typer.Option(None, "--distributed", min=1, help="Instead: one node vs this many Ray shard "
+                                    "actors from a Parquet scores dataset (badge, typiclust, cluster_margin)."),
 ) -> None:
     """Per strategy: seconds and peak RSS of one batch pick, one JSON line each (each in its own process)."""
     from dal_dist.benchmarks import select as bench
 
-    names = tuple(s.strip() for s in strategy.split(",")) if strategy is not None else bench.BENCH_STRATEGIES
-    unknown = [s for s in names if s not in bench.BENCH_STRATEGIES]
+    known = bench.SHARDED if distributed is not None else bench.BENCH_STRATEGIES
+    names = tuple(s.strip() for s in strategy.split(",")) if strategy is not None else known
+    unknown = [s for s in names if s not in known]
     if unknown:
-        raise DalDistError(f"--strategy {','.join(unknown)}: expected names from {', '.join(bench.BENCH_STRATEGIES)}")
+        raise DalDistError(f"--strategy {','.join(unknown)}: expected names from {', '.join(known)}"
+                           + (" (with --distributed)" if distributed is not None else ""))
     if k > n:
         raise DalDistError(f"--k {k}: more picks than the --n {n} candidate rows")
     checks.check_fits_memory(f"--n {n} rows x (--dim {dim} + --classes {classes})", 2 * n * (dim + classes + 4) * 4)
+    if distributed is not None:
+        from dal_dist.ray_connect import starts_local_cluster
+
+        checks.check_local_workers("--distributed", distributed, starts_local_cluster(None))
+        bench.main_sharded(names, n=n, k=k, dim=dim, classes=classes, workers=distributed, seed=seed)
+        return
     bench.main(names, n=n, k=k, dim=dim, classes=classes, seed=seed)
 
 

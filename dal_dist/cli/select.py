@@ -36,7 +36,8 @@ def select(
                                      "across rounds; written on first use."),
     seed: int = typer.Option(0, "--seed", min=0, help="random, the stochastic strategies and badge; k-center's "
                              "first center when nothing is labeled."),
-    distributed: bool = typer.Option(False, "--distributed", help="k-center on Ray shard actors."),
+    distributed: bool = typer.Option(False, "--distributed", help="kcenter, badge, typiclust, cluster_margin on Ray shard "
+                                     "actors (same picks as one node)."),
     workers: int = typer.Option(2, "--workers", help="Shard actors with --distributed."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda."),
     storage_dtype: str = typer.Option(None, "--storage-dtype",
@@ -58,7 +59,7 @@ def select(
             checks.nonempty(flag, value, what)
     check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype,
                            beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
-                           mc_samples=mc_samples)
+                           mc_samples=mc_samples, distributed=distributed)
     inputs = (scores, pool, labeled, cluster_file, checkpoint)
     check_selection_out(out, inputs, overwrite)  # before any (possibly long) selection work
     if distributed:

@@ -160,7 +160,8 @@ class StrategySection(_Strict):
                                "round (Gal et al. 2017 used 2,000); k-center & co pick among it, labeled rows still "
                                "their centers; null: all")
     mc_samples: int = Field(20, ge=2, description="MC-dropout samples T")
-    distributed: bool = Field(False, description="kcenter/hybrid: sharded k-center on Ray actors")
+    distributed: bool = Field(False, description="kcenter, badge, typiclust, cluster_margin: the selection on "
+                              "Ray shard actors (the same picks as one node)")
     sraal: SRAALConfig | None = Field(None, description="sraal: the state-relabeling selector's training "
                                       "(Zhang et al. 2020); null: defaults")
     bgadl: BGADLConfig | None = Field(None, description="bgadl: the VAE-ACGAN that generates x' = g(e(x*)) "
@@ -260,7 +261,7 @@ class RunConfig(_Strict):
         if STRATEGIES[self.strategy.name].learning_loss and not self.train.learning_loss:
             self.train = self.train.model_copy(update={"learning_loss": True})
         if self.executor == "local" and self.strategy.distributed:
-            raise ValueError("strategy.distributed (sharded k-center on Ray actors) needs executor: ray")
+            raise ValueError("strategy.distributed (selection on Ray shard actors) needs executor: ray")
         if self.executor == "local" and self.train.workers != 1:
             raise ValueError(f"train.workers={self.train.workers} needs executor: ray (local trains in one process)")
         if not STRATEGIES[self.strategy.name].learning_loss and self.train.learning_loss:

@@ -323,6 +323,7 @@ def select_step(ctx: RoundContext, r: int, rd: Path) -> None:
 
 def _acquisition_selection(ctx: RoundContext, r: int, rd: Path) -> pa.Table:
     from dal_dist.selection import random_ids, select
+    from dal_dist.selection.dispatch import DISTRIBUTED
 
     st, pick = ctx.cfg.strategy, ctx.strategy.pick
     k = ctx.cfg.round_budget(r)
@@ -349,6 +350,9 @@ def _acquisition_selection(ctx: RoundContext, r: int, rd: Path) -> pa.Table:
         options["cluster_file"] = ctx.run_dir / ctx.strategy.cluster_file
     if ctx.strategy.reruns_model:
         options.update(pool=ctx.s.pool, checkpoint=rd / ctx.strategy.checkpoint, mc_samples=st.mc_samples)
+    if st.distributed and pick in DISTRIBUTED:
+        ctx.ensure_ray()
+        options.update(distributed=True, workers=ctx.cfg.workers)
     by = ctx.strategy.by_column(st.by) if ctx.strategy.takes_by else None
     return select(pick, k, scores=scores, by=by, seed=seed, **options)
 

@@ -13,7 +13,7 @@ one N×C and one N×D product per pick (O(N(C + D)) time, the N×C and N×D arra
 instead of BADGE's reference code's N×(C·D) matrix. The seeding is theirs: the first center is the
 row of largest |g| (ties: lowest row); each next one is drawn with probability D²(i)/Σ D² (exact
 k-means++), D² the squared distance to the nearest chosen center, with `np.random.default_rng(seed)`.
-Single node; the per-pick products are a natural per-shard map with a sum-reduce, not done here.
+On Ray shard actors: `badge_sharded` (each shard keeps its rows' D², the driver draws across shards).
 """
 
 from __future__ import annotations
@@ -45,14 +45,24 @@ class FactorizedGradients:
 
     def sq_dists(self, c: int, out: np.ndarray | None = None) -> np.ndarray:
         """||g_i − g_c||² for every row i (float64, clamped at 0 against rounding), into `out` when given."""
+        return self.sq_dists_to(self.center(c), out)
+
+    def center(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Row c's factors (a_c, h_c, |g_c|²): what another shard needs to measure distances to it."""
+        return self.a[c].copy(), self.h[c].copy(), float(self.norm2[c])
+
+    def sq_dists_to(self, center: tuple[np.ndarray, np.ndarray, float], out: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """||g_i − g_c||² for every row i to a center given by its factors (the same arithmetic as `sq_dists`)."""
+        a_c, h_c, norm2_c = center
         if out is None:
             out = np.empty(len(self.a2), np.float64)
-        np.dot(self.a, self.a[c], out=self._ac)
-        np.dot(self.h, self.h[c], out=self._hc)
+        np.dot(self.a, a_c, out=self._ac)
+        np.dot(self.h, h_c, out=self._hc)
         np.multiply(self._ac, self._hc, out=out, dtype=np.float64)
         out *= -2.0
         out += self.norm2
-        out += self.norm2[c]
+        out += norm2_c
         return np.maximum(out, 0.0, out=out)
 
 
@@ -104,22 +114,34 @@ def kmeanspp_draw(d2: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) 
     total = cum[-1]
     if not total > 0:
         return int(rng.choice(np.flatnonzero(~chosen)))
-    i = min(int(np.searchsorted(cum, rng.random() * total, side="right")), len(d2) - 1)
+    return row_at(d2, cum, rng.random() * total)
+
+
+def row_at(d2: np.ndarray, cum: np.ndarray, target: float) -> int:
+    """The row whose cumulative-weight interval holds `target` (cum = cumsum(d2)); past the end: the last
+    row of positive weight (u·total rounded up to the total)."""
+    i = min(int(np.searchsorted(cum, target, side="right")), len(d2) - 1)
     if d2[i] > 0:
         return i
-    return int(np.flatnonzero(d2 > 0)[-1])  # u·total rounded up to the total: the last row of positive weight
+    return int(np.flatnonzero(d2 > 0)[-1])
+
+
+def check_probs_column(files: list[str]) -> int:
+    """The width C of the `probs` column BADGE needs, refused (naming the file) before any work."""
+    return check_vector_column(files, PROBS_COLUMN, "BADGE needs the mean probabilities: score with "
+                               "--keep-probs (keep_probs=True)")
 
 
 def select_badge(scores: str | os.PathLike, k: int, *, labeled_ids: np.ndarray | None = None, seed: int = 0
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, D² at pick time): BADGE over the unlabeled rows of a scores dataset.
 
-    Needs the `probs` column (`dal-dist score --keep-probs`) beside `embedding`.
+    Needs the `probs` column (`dal-dist score --keep-probs`) beside `embedding`. On Ray shard actors:
+    `badge_sharded.select_badge_sharded`.
     """
     scan = scan_scores(scores, labeled_ids=labeled_ids)
     check_k(k, scan.num_candidates)
-    width = check_vector_column(scan.files, PROBS_COLUMN, "BADGE needs the mean probabilities: score with "
-                                "--keep-probs (keep_probs=True)")
+    width = check_probs_column(scan.files)
     keep = [~m for m in scan.labeled]
     probs = load_vector_column(scan.files, keep, PROBS_COLUMN, width, scan.ids)
     emb = load_embeddings(scan.files, keep, scan.dim, "float32", scan.ids)

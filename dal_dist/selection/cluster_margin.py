@@ -17,6 +17,7 @@ Learning at Scale", NeurIPS 2021 (Algorithm 1; no official code).
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.selection.io import ScoresScan, load_embeddings, scan_scores
 from dal_dist.selection.output import check_selection_out
 from dal_dist.selection.topk import check_k, merge_topk
-from dal_dist.selection.typiclust import kmeans
+from dal_dist.selection.kmeans import kmeans
 
 MAX_FINE_CENTROIDS = 2048
 FINE_SAMPLE_PER_CENTROID = 64
@@ -39,24 +40,42 @@ def default_clusters(n: int) -> int:
     return int(min(n, 1000, max(2, round(np.sqrt(n)))))
 
 
-def hac_clusters(embeddings: np.ndarray, clusters: int, *, seed: int = 0) -> np.ndarray:
-    """Cluster id (0..clusters-1) per row: FAISS k-means to fine centroids, then average-linkage HAC on them."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    x = np.ascontiguousarray(embeddings, np.float32)
-    n = len(x)
+def check_clusters(clusters: int, n: int) -> None:
+    """`clusters` an integer in 1..n (the rows clustered)."""
     if not isinstance(clusters, (int, np.integer)) or not 1 <= clusters <= n:
         raise DalDistError(f"clusters (--clusters) = {clusters}: expected an integer in 1..{n} (the rows clustered)")
-    m = int(min(n, max(clusters, min(10 * clusters, MAX_FINE_CENTROIDS))))
+
+
+def fine_centroids(n: int, clusters: int) -> int:
+    """How many k-means centroids the HAC starts from: 10 per cluster, at most 2,048, at least `clusters`."""
+    return int(min(n, max(clusters, min(10 * clusters, MAX_FINE_CENTROIDS))))
+
+
+def hac_groups(centroids: np.ndarray, clusters: int) -> np.ndarray:
+    """The group (0..clusters-1) of each fine centroid: average-linkage HAC cut into `clusters` groups."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(centroids) <= clusters:
+        return np.arange(len(centroids))
+    return fcluster(linkage(centroids.astype(np.float64), method="average"), t=clusters, criterion="maxclust") - 1
+
+
+def dense_ids(group: np.ndarray) -> np.ndarray:
+    """Cluster ids renumbered 0..G-1 in order (HAC may leave gaps)."""
+    return np.unique(group, return_inverse=True)[1].astype(np.int64)
+
+
+def hac_clusters(embeddings: np.ndarray, clusters: int, *, seed: int = 0) -> np.ndarray:
+    """Cluster id (0..clusters-1) per row: FAISS k-means to fine centroids, then average-linkage HAC on them."""
+    x = np.ascontiguousarray(embeddings, np.float32)
+    n = len(x)
+    check_clusters(clusters, n)
+    m = fine_centroids(n, clusters)
     if m < n:
         fine, cent = kmeans(x, m, seed, max_points_per_centroid=FINE_SAMPLE_PER_CENTROID)
     else:
         fine, cent = np.arange(n), x
-    if m <= clusters:
-        group = np.arange(m)
-    else:
-        group = fcluster(linkage(cent.astype(np.float64), method="average"), t=clusters, criterion="maxclust") - 1
-    return np.unique(group[fine], return_inverse=True)[1].astype(np.int64)  # dense ids 0..G-1
+    return dense_ids(hac_groups(cent, clusters)[fine])
 
 
 def round_robin(cand_ids: np.ndarray, cand_cluster: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -92,17 +111,25 @@ def read_cluster_file(cluster_file: str | os.PathLike, clusters: int | None) -> 
     return t.column("id").to_numpy(), t.column("cluster").to_numpy()
 
 
+Clusterer = Callable[[ScoresScan, int, int], np.ndarray]  # (scan, clusters, seed) -> cluster of every row
+
+
 def pool_clusters(scan: ScoresScan, scores: str | os.PathLike, clusters: int | None,
-                  cluster_file: str | os.PathLike | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, cluster) of every row: read from `cluster_file` when it exists, else clustered (and saved there)."""
+                  cluster_file: str | os.PathLike | None, seed: int, clusterer: Clusterer | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, cluster) of every row: read from `cluster_file` when it exists, else clustered (and saved there),
+    in this process or by `clusterer` (the sharded one: `kmeans_sharded.hac_clusters_sharded`)."""
     if cluster_file is not None and fsx.is_file(cluster_file):
         return read_cluster_file(cluster_file, clusters)
     if cluster_file is not None:  # never inside the scores dataset (it would be read as scores) or a pool
         check_selection_out(cluster_file, [scores])
     all_ids = np.concatenate(scan.ids)
     g = clusters if clusters is not None else default_clusters(len(all_ids))
-    emb = load_embeddings(scan.files, [np.ones(len(i), bool) for i in scan.ids], scan.dim, "float32", scan.ids)
-    assign = hac_clusters(emb, g, seed=seed)
+    if clusterer is not None:
+        assign = clusterer(scan, g, seed)
+    else:
+        emb = load_embeddings(scan.files, [np.ones(len(i), bool) for i in scan.ids], scan.dim, "float32", scan.ids)
+        assign = hac_clusters(emb, g, seed=seed)
     if cluster_file is not None:
         t = pa.table({"id": pa.array(all_ids, pa.int64()), "cluster": pa.array(assign, pa.int64())})
         fsx.write_table_atomic(cluster_file, t.replace_schema_metadata({CLUSTERS_META: str(g).encode()}))
@@ -111,8 +138,10 @@ def pool_clusters(scan: ScoresScan, scores: str | os.PathLike, clusters: int | N
 
 def select_cluster_margin(scores: str | os.PathLike, k: int, *, by: str = "margin", candidates: int | None = None,
                           clusters: int | None = None, cluster_file: str | os.PathLike | None = None,
-                          labeled_ids: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(ids in pick order, their cluster): Cluster-Margin over the unlabeled rows of a scores dataset."""
+                          labeled_ids: np.ndarray | None = None, seed: int = 0, clusterer: Clusterer | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids in pick order, their cluster): Cluster-Margin over the unlabeled rows of a scores dataset (the
+    clustering by `clusterer` when given; the margin top-M streams either way)."""
     scan = scan_scores(scores, labeled_ids=labeled_ids, score=by)
     check_k(k, scan.num_candidates)
     m = min(10 * k, scan.num_candidates) if candidates is None else candidates
@@ -122,7 +151,7 @@ def select_cluster_margin(scores: str | os.PathLike, k: int, *, by: str = "margi
     if clusters is not None and (not isinstance(clusters, (int, np.integer)) or clusters < 1):
         raise DalDistError(f"clusters (--clusters) = {clusters}: expected a positive integer")
     top, _ = merge_topk(((i[~lab], s[~lab]) for i, lab, s in zip(scan.ids, scan.labeled, scan.scores)), m)
-    ids, assign = pool_clusters(scan, scores, clusters, cluster_file, seed)
+    ids, assign = pool_clusters(scan, scores, clusters, cluster_file, seed, clusterer)
     order = np.argsort(ids, kind="stable")
     pos = np.searchsorted(ids[order], top)
     found = (pos < len(ids)) & (ids[order][np.minimum(pos, len(ids) - 1)] == top)

@@ -31,6 +31,7 @@ from dal_dist.selection.typiclust import select_typiclust
 STOCHASTIC = {"powerbald": "power", "softmax": "softmax", "softrank": "softrank"}  # Kirsch et al. 2023
 STRATEGIES = ("topk", "kcenter", "hybrid", "random", "kcenter-init", *STOCHASTIC, "badge", "typiclust", "density",
               "cluster_margin", "batchbald")
+DISTRIBUTED = ("kcenter", "badge", "typiclust", "cluster_margin")  # with Ray shard actors (`--distributed`)
 # Options only some strategies use: anything else given one is refused (one line naming the option).
 OPTION_USERS = {
     "beta (--beta)": (*STOCHASTIC, "density"),
@@ -53,10 +54,14 @@ def _is_int(value: object) -> bool:
 def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int = 2, device: str | None = "auto",
                            storage_dtype: str | None = None, beta: float | None = None,
                            clusters: int | None = None, cluster_file: str | os.PathLike | None = None,
-                           checkpoint: str | os.PathLike | None = None, mc_samples: int | None = None) -> None:
+                           checkpoint: str | os.PathLike | None = None, mc_samples: int | None = None,
+                           distributed: bool = False) -> None:
     """Every plain argument of `select` in range, whatever the strategy uses, before any file is read."""
     if strategy not in STRATEGIES:
         raise DalDistError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if distributed and strategy not in DISTRIBUTED:
+        raise DalDistError(f"--distributed (Ray shard actors) is for the strategies {', '.join(DISTRIBUTED)}, not "
+                           f"{strategy} (it streams over the scores or runs on one node)")
     check_option_users(strategy, beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
                        mc_samples=mc_samples)
     if beta is not None:
@@ -98,7 +103,7 @@ def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
     """Run one strategy and return the selection table (`id` in pick order, `radius`/`score` where defined)."""
     check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype,
                            beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
-                           mc_samples=mc_samples)
+                           mc_samples=mc_samples, distributed=distributed)
     if strategy == "kcenter-init":
         if pool is None:
             raise DalDistError("kcenter-init needs --pool DIR (the raw image pool)")
@@ -123,7 +128,8 @@ def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
     if strategy in BATCH_AWARE:
         return select_batch_aware(strategy, k, scores=scores, labeled_ids=labeled_ids, seed=seed, by=by,
                                   beta=beta, candidates=candidates, clusters=clusters, cluster_file=cluster_file,
-                                  pool=pool, checkpoint=checkpoint, mc_samples=mc_samples, device=device)
+                                  pool=pool, checkpoint=checkpoint, mc_samples=mc_samples, device=device,
+                                  distributed=distributed, workers=workers)
     ids, radii = select_kcenter(scores, k, labeled_ids=labeled_ids, seed=seed, distributed=distributed,
                                 workers=workers, device=device, storage_dtype=storage_dtype)
     return _table(ids, radius=radii)
@@ -135,26 +141,43 @@ BATCH_AWARE = (*STOCHASTIC, "badge", "typiclust", "density", "cluster_margin", "
 def select_batch_aware(strategy: str, k: int, *, scores: str | os.PathLike, labeled_ids: np.ndarray | None,
                        seed: int, by: str | None, beta: float | None, candidates: int | None, clusters: int | None,
                        cluster_file: str | os.PathLike | None, pool: str | os.PathLike | None,
-                       checkpoint: str | os.PathLike | None, mc_samples: int | None, device: str | None) -> pa.Table:
+                       checkpoint: str | os.PathLike | None, mc_samples: int | None, device: str | None,
+                       distributed: bool = False, workers: int = 2) -> pa.Table:
     """The batch-aware strategies of issue 15 (arguments already checked by `check_select_arguments`)."""
     if strategy in STOCHASTIC:
         ids, vals = select_stochastic(scores, k, by=by or "bald", mode=STOCHASTIC[strategy],
                                       beta=1.0 if beta is None else beta, labeled_ids=labeled_ids, seed=seed)
         return _table(ids, score=vals)
     if strategy == "badge":
-        ids, d2 = select_badge(scores, k, labeled_ids=labeled_ids, seed=seed)
+        if distributed:
+            from dal_dist.selection.badge_sharded import select_badge_sharded  # imports Ray
+
+            ids, d2 = select_badge_sharded(scores, k, labeled_ids=labeled_ids, seed=seed, workers=workers)
+        else:
+            ids, d2 = select_badge(scores, k, labeled_ids=labeled_ids, seed=seed)
         return _table(ids, d2=d2)
     if strategy == "typiclust":
-        ids, typ = select_typiclust(scores, k, labeled_ids=labeled_ids, seed=seed,
-                                    **({"max_clusters": clusters} if clusters is not None else {}))
+        cap = {"max_clusters": clusters} if clusters is not None else {}
+        if distributed:
+            from dal_dist.selection.kmeans_sharded import select_typiclust_sharded  # imports Ray
+
+            ids, typ = select_typiclust_sharded(scores, k, labeled_ids=labeled_ids, seed=seed, workers=workers, **cap)
+        else:
+            ids, typ = select_typiclust(scores, k, labeled_ids=labeled_ids, seed=seed, **cap)
         return _table(ids, typicality=typ)
     if strategy == "density":
         ids, value, dens = select_density(scores, k, by=by or "bald", beta=1.0 if beta is None else beta,
                                           labeled_ids=labeled_ids)
         return _table(ids, value=value, density=dens)
     if strategy == "cluster_margin":
+        clusterer = None
+        if distributed:
+            from dal_dist.selection.kmeans_sharded import sharded_clusterer  # imports Ray
+
+            clusterer = sharded_clusterer(workers)
         ids, cl = select_cluster_margin(scores, k, by=by or "margin", candidates=candidates, clusters=clusters,
-                                        cluster_file=cluster_file, labeled_ids=labeled_ids, seed=seed)
+                                        cluster_file=cluster_file, labeled_ids=labeled_ids, seed=seed,
+                                        clusterer=clusterer)
         return pa.table({"id": pa.array(ids, pa.int64()), "cluster": pa.array(cl, pa.int64())})
     ids, mi = select_batchbald(scores, k, pool=pool, checkpoint=checkpoint, candidates=candidates,
                                mc_samples=20 if mc_samples is None else mc_samples, by=by or "bald",

@@ -6,9 +6,8 @@ row (files in name order, rows in file order: the single-node order), so the pic
 `kcenter_greedy`.  One remote call per actor per pick, a d-float payload each way, one `ray.get` for
 all actors; the winning actor learns it won in the same call that carries the next center.
 
-A shard whose actor dies (process killed, node lost) is rebuilt from its files and replayed: the driver
-keeps every center sent so far, and a fresh actor that runs `start` and the same `step`s in the same order
-holds bit-for-bit the state the lost one had, so the picks do not change.
+A shard whose actor dies is rebuilt from its files and replayed (`selection.shards`): the picks do not
+change.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import ray
@@ -25,8 +24,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.ray_connect import connect
 from dal_dist.selection.io import ScoresScan, load_embeddings
 from dal_dist.selection.kcenter import first_center, min_distances
-
-SHARD_RESTARTS = 3  # rebuilds of one shard per selection before the selection gives up
+from dal_dist.selection.shards import ShardGroup, plan_shards, shard_candidates, shard_files
 
 
 class KCenterShard:
@@ -52,14 +50,6 @@ class KCenterShard:
         if self.error is not None:
             raise self.error
         return self.labeled_local
-
-    def replay(self, labeled: np.ndarray | None, centers: list[np.ndarray], removes: list[int]
-               ) -> tuple[float, int, np.ndarray | None, float]:
-        """A rebuilt shard catches up: `start`, then every `step` the lost actor had taken, in order."""
-        out = self.start(labeled)
-        for center, remove in zip(centers, removes):
-            out = self.step(center, remove)
-        return out
 
     def start(self, labeled: np.ndarray | None) -> tuple[float, int, np.ndarray | None, float]:
         """Build the minima against the whole labeled set; return the local farthest row."""
@@ -87,16 +77,6 @@ class KCenterShard:
         return d2, i, vec, time.perf_counter() - t0
 
 
-def plan_shards(scan: ScoresScan, workers: int) -> list[list[int]]:
-    """Contiguous file ranges with about equal candidate counts (contiguity keeps the global order)."""
-    counts = np.array([int((~m).sum()) for m in scan.labeled])
-    workers = max(1, min(workers, len(counts)))
-    bounds = np.searchsorted(np.cumsum(counts), np.arange(1, workers) * counts.sum() / workers, side="left")
-    edges = [0] + sorted(set(int(b) + 1 for b in bounds)) + [len(counts)]
-    edges = sorted(set(min(e, len(counts)) for e in edges))
-    return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
 @dataclass
 class ShardedRun:
     """Timings and restarts of one sharded selection (what `stats` reports)."""
@@ -107,93 +87,33 @@ class ShardedRun:
 
 
 class ShardActors:
-    """The driver's handle on the shard actors: spawn one per file range, call them, rebuild a dead one.
-
-    Keeps every step sent so far (`history`), so a shard whose actor died is rebuilt from its files and
-    replayed to the state the lost one had (see the module docstring).
-    """
+    """The k-center calls on a `ShardGroup` of `KCenterShard` actors (start and steps recorded for replay)."""
 
     def __init__(self, scan: ScoresScan, shards: list[list[int]], *, device: str | None,
                  storage_dtype: str | None, actor_cpus: float) -> None:
-        self.scan, self.shards = scan, shards
-        self.device, self.storage_dtype = device, storage_dtype
-        self.remote_cls = ray.remote(num_cpus=actor_cpus)(KCenterShard)
-        self.history: list[tuple[np.ndarray, int, int]] = []  # (center, winning shard, its local row) per step
-        self.restarts = [0] * len(shards)
-        self.lab_ref = None
-        self.actors = [self._spawn(j) for j in range(len(shards))]
-
-    def _spawn(self, j: int):
-        scan, files = self.scan, self.shards[j]
-        return self.remote_cls.remote([str(scan.files[f]) for f in files], [~scan.labeled[f] for f in files],
-                                      [scan.labeled[f] for f in files], scan.dim, self.storage_dtype, self.device,
-                                      ids=[scan.ids[f] for f in files])
-
-    def get(self, j: int, ref, redo: Callable[[int], Any]):
-        """ray.get shard j's result; if its actor died, rebuild it and `redo(j)` the call on the new one."""
-        while True:
-            try:
-                return ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                if isinstance(e.cause, DalDistError):
-                    raise e.cause from None
-                raise
-            except ray.exceptions.RayActorError as e:
-                if self.restarts[j] >= SHARD_RESTARTS:
-                    raise DalDistError(f"k-center shard {j} died {self.restarts[j] + 1} times; giving up "
-                                       f"({str(e).splitlines()[0]})") from e
-                self.restarts[j] += 1
-                ray.kill(self.actors[j])
-                self.actors[j] = self._spawn(j)
-                ref = redo(j)
-
-    def gather(self, refs: list, redo: Callable[[int], Any]) -> list:
-        """Every shard's result, in shard order (a dead shard rebuilt and its call redone)."""
-        return [self.get(j, ref, redo) for j, ref in enumerate(refs)]
-
-    def caught_up(self, j: int):
-        """The rebuilt shard j, replayed through every step sent so far (a ref to its latest result)."""
-        return self.actors[j].replay.remote(self.lab_ref, [c for c, _, _ in self.history],
-                                            [loc if w == j else -1 for _, w, loc in self.history])
+        self.group = ShardGroup(KCenterShard, lambda j: {**shard_files(scan, shards[j]), "dim": scan.dim,
+                                                          "storage_dtype": storage_dtype, "device": device},
+                                len(shards), actor_cpus=actor_cpus)
+        self.restarts = self.group.restarts
 
     def start(self) -> tuple[np.ndarray | None, list]:
         """Gather the whole labeled set from the shards, start every shard on it: (labeled, local farthest rows)."""
-        parts = self.gather([a.local_labeled.remote() for a in self.actors],
-                            lambda j: self.actors[j].local_labeled.remote())
-        parts = [p for p in parts if p is not None]
+        parts = [p for p in self.group.call("local_labeled") if p is not None]
         labeled = np.concatenate(parts) if parts else None
-        self.lab_ref = ray.put(labeled)
-        return labeled, self.gather([a.start.remote(self.lab_ref) for a in self.actors], self.caught_up)
+        return labeled, self.group.call("start", ray.put(labeled), mutates=True)
 
     def row(self, j: int, local: int) -> np.ndarray:
         """Row `local` of shard j (the first center when nothing is labeled)."""
-        def row_again(jj: int) -> Any:
-            self.caught_up(jj)  # calls on one actor run in order: the row is read from the rebuilt state
-            return self.actors[jj].row.remote(local)
-
-        return self.get(j, self.actors[j].row.remote(local), row_again)
+        return self.group.call_one(j, "row", local)
 
     def step(self, center: np.ndarray, winner: int, local: int) -> list:
         """Send a new center to every shard (the winner also drops its row `local`): their local farthest rows."""
-        self.history.append((center, winner, local))
-        return self.gather([a.step.remote(center, local if j == winner else -1)
-                            for j, a in enumerate(self.actors)], self.caught_up)
+        return self.group.call("step", per_shard=[(center, local if j == winner else -1)
+                                                  for j in range(len(self.group))], mutates=True)
 
     def kill(self) -> None:
-        """Stop every shard actor (their memory is the embeddings: free it as soon as the picks are made)."""
-        for a in self.actors:
-            ray.kill(a)
-
-
-def shard_candidates(scan: ScoresScan, shards: list[list[int]]) -> tuple[list[int], np.ndarray]:
-    """(first global candidate row of each shard, candidate ids in global order: files by name, rows in order)."""
-    offsets, ids, offset = [], [], 0
-    for files in shards:
-        part = np.concatenate([scan.ids[f][~scan.labeled[f]] for f in files])
-        offsets.append(offset)
-        ids.append(part)
-        offset += len(part)
-    return offsets, np.concatenate(ids)
+        """Stop every shard actor."""
+        self.group.kill()
 
 
 def greedy_picks(group: ShardActors, results: list, offsets: list[int], n: int, k: int, *, seed: int,

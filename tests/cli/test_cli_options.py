@@ -79,6 +79,8 @@ BASES: dict[str, dict[str, str | None]] = {
                               "--sharded-workers": "1"},
     "bench soak": {"--rounds": "1", "--pool": "64", "--workers": "1"},
     "bench select": {"--n": "64", "--k": "2", "--dim": "4", "--classes": "3", "--strategy": "topk"},
+    "bench select/sharded": {"--n": "64", "--k": "2", "--dim": "4", "--classes": "3", "--strategy": "badge",
+                             "--distributed": "1"},
     "bench round": {"--n": "64", "--dim": "4", "--labeled": "8", "--k": "2", "--mc-samples": "2"},
 }
 # The mode in which an option is used (an option the base command ignores would prove nothing).
@@ -93,6 +95,7 @@ BASE_OF = {
     ("stream", "--rate"): "rate",
     ("run", "--resume"): "resume",
     ("bench kcenter", "--sharded-workers"): "sharded",
+    ("bench select", "--distributed"): "sharded",
     ("embed", "--checkpoint"): "checkpoint",
 }
 

@@ -33,8 +33,9 @@ def brute_kcenter(x: np.ndarray, labeled: np.ndarray | None, k: int, seed: int =
 
 def write_scores(directory: Path, ids: np.ndarray, emb: np.ndarray, *, files: int = 2,
                  labeled: np.ndarray | None = None, scores: dict[str, np.ndarray] | None = None,
-                 row_group_size: int = 64) -> Path:
-    """Write a scores dataset split into `files` Parquet files (ids in the given order)."""
+                 row_group_size: int = 64, vectors: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a scores dataset split into `files` Parquet files (ids in the given order); `vectors`: more
+    fixed-size float32 list columns (BADGE's `probs`)."""
     directory.mkdir(parents=True, exist_ok=True)
     value_type = pa.float16() if emb.dtype == np.float16 else pa.float32()
     for f, part in enumerate(np.array_split(np.arange(len(ids)), files)):
@@ -43,6 +44,8 @@ def write_scores(directory: Path, ids: np.ndarray, emb: np.ndarray, *, files: in
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1), value_type), e.shape[1])}
         for name, s in (scores or {}).items():
             cols[name] = pa.array(s[part], pa.float32())
+        for name, v in (vectors or {}).items():
+            cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(v[part].reshape(-1), pa.float32()), v.shape[1])
         if labeled is not None:
             cols["labeled"] = pa.array(labeled[part])
         pq.write_table(pa.table(cols), directory / f"part-{f:05d}.parquet", row_group_size=row_group_size)

@@ -7,7 +7,8 @@ import pytest
 
 from dal_dist.selection import select_kcenter
 from dal_dist.selection.io import scan_scores
-from dal_dist.selection.kcenter_sharded import kcenter_greedy_sharded, plan_shards
+from dal_dist.selection.kcenter_sharded import kcenter_greedy_sharded
+from dal_dist.selection.shards import plan_shards
 from selection_helpers import write_scores
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from dal_dist.errors import DalDistError
 from dal_dist.selection import select, typiclust
-from dal_dist.selection.typiclust import kmeans_labels
+from dal_dist.selection.kmeans import kmeans
 from selection_helpers import write_scores
 
 
@@ -46,7 +46,7 @@ def test_picks_match_the_reference_procedure():
     labeled[[0, 1, 40]] = True  # blobs 0 and 1 are covered: visited last
     k = 8
     got, typ = typiclust(x, labeled, k, seed=2)
-    assign = kmeans_labels(x, min(3 + k, 500), seed=2)
+    assign = kmeans(x, min(3 + k, 500), seed=2)[0]
     np.testing.assert_array_equal(got, _reference(x, labeled, k, assign))
     assert not labeled[got].any() and len(set(got.tolist())) == k and (typ > 0).all()
 
