@@ -115,33 +115,51 @@ def write_scores_dataset(directory: str, x: dict[str, np.ndarray], files: int) -
                        Path(directory) / f"part-{f:05d}.parquet")
 
 
+def run_from_dataset(name: str, directory: str, k: int, seed: int, workers: int) -> dict[str, Any]:
+    """Time `select` over a scores dataset in this process (`workers` Ray shard actors, or 0: one node)."""
+    from dal_dist.selection import select
+
+    if workers:
+        from dal_dist.ray_connect import connect
+
+        connect(num_cpus=max(2, workers), log_to_driver=False)
+    t = time.perf_counter()
+    table = select(name, k, scores=directory, seed=seed, distributed=bool(workers), workers=max(workers, 1))
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "ids": table.column("id").to_numpy().tolist(),
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
 def main_sharded(strategies: tuple[str, ...] = SHARDED, n: int = 100_000, k: int = 100, dim: int = 64,
                  classes: int = 10, workers: int = 2, files: int = 8, seed: int = 0) -> list[dict[str, Any]]:
-    """Per strategy, one node vs `workers` Ray shard actors over the same Parquet scores dataset, in one run:
-    seconds of each, their ratio, and whether the picks are the same (one JSON line each)."""
+    """Per strategy, one node vs `workers` Ray shard actors over the same Parquet scores dataset, in one run,
+    each in its own child process: seconds, the calling process's peak RSS (the shard actors' memory is
+    theirs), and whether the picks are the same (one JSON line each)."""
     import tempfile
-
-    from dal_dist.ray_connect import connect
-    from dal_dist.selection import select
 
     bad = [s for s in strategies if s not in SHARDED]
     if bad:
         raise ValueError(f"no sharded version of {bad}: expected names from {SHARDED}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        write_scores_dataset(tmp, _inputs(n, dim, classes, seed), files)
-        connect(num_cpus=max(2, workers), log_to_driver=False)
+        x = _inputs(n, dim, classes, seed)
+        input_bytes = int(x["embeddings"].nbytes + x["probs"].nbytes)
+        write_scores_dataset(tmp, x, files)
+        del x
         for name in strategies:
-            t = time.perf_counter()
-            one = select(name, k, scores=tmp, seed=seed)
-            single_s = time.perf_counter() - t
-            t = time.perf_counter()
-            many = select(name, k, scores=tmp, seed=seed, distributed=True, workers=workers)
-            sharded_s = time.perf_counter() - t
+            got = {}
+            for mode, w in (("single", 0), ("sharded", workers)):
+                p = subprocess.run([sys.executable, "-m", "dal_dist.benchmarks.select", "--from-dataset", name, tmp,
+                                    str(k), str(seed), str(w)], capture_output=True, text=True, check=False)
+                if p.returncode != 0:
+                    raise RuntimeError(f"{name} ({mode}): {p.stderr.strip()[-800:]}")
+                got[mode] = json.loads(p.stdout.strip().splitlines()[-1])
+            one, many = got["single"], got["sharded"]
             line = {"bench": "select-sharded", "strategy": name, "n": n, "k": k, "dim": dim, "classes": classes,
-                    "workers": workers, "single_node_s": round(single_s, 3), "sharded_s": round(sharded_s, 3),
-                    "speedup": round(single_s / sharded_s, 3),
-                    "same_picks": bool(np.array_equal(one.column("id").to_numpy(), many.column("id").to_numpy()))}
+                    "workers": workers, "single_node_s": round(one["seconds"], 3),
+                    "sharded_s": round(many["seconds"], 3), "speedup": round(one["seconds"] / many["seconds"], 3),
+                    "input_bytes": input_bytes, "single_node_peak_rss_bytes": one["peak_rss_bytes"],
+                    "sharded_driver_peak_rss_bytes": many["peak_rss_bytes"], "same_picks": one["ids"] == many["ids"]}
             print(json.dumps(line), flush=True)
             results.append(line)
     return results
@@ -151,5 +169,8 @@ if __name__ == "__main__":
     if len(sys.argv) == 8 and sys.argv[1] == "--one":
         name, *nums = sys.argv[2:]
         print(json.dumps(run_one(name, *map(int, nums))))
+    elif len(sys.argv) == 7 and sys.argv[1] == "--from-dataset":
+        name, directory, *nums = sys.argv[2:]
+        print(json.dumps(run_from_dataset(name, directory, *map(int, nums))))
     else:
         sys.exit("usage: python -m dal_dist.benchmarks.select --one NAME N K DIM CLASSES SEED")

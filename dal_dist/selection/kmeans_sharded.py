@@ -10,8 +10,8 @@ two centroids within float32 rounding of the BLAS product.
 * TypiClust (`typiclust_sharded`): the shards return per-cluster (size, labeled) counts; the driver
   orders the visits (`typiclust.pick_clusters`), then for each visited cluster gathers its unlabeled
   rows from the shards and has one shard actor (in turn) make that cluster's picks
-  (`typiclust.typical_picks`), then interleaves them: the single-node picks. The driver holds a few
-  clusters, never the pool.
+  (`typiclust.typical_picks`; the rows travel shard to shard through Ray's object store), then
+  interleaves them: the single-node picks. The driver holds row numbers, never embeddings.
 * Cluster-Margin (`hac_clusters_sharded`): the shards return each row's fine cluster; the HAC on the
   fine centroids runs in the driver (≤ 2,048 of them).
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import ray
 
 from dal_dist.errors import DalDistError
 from dal_dist.ray_connect import connect
@@ -78,11 +79,14 @@ class EmbeddingShard:
         """One cluster's TypiClust picks over its unlabeled rows (gathered from every shard, in global order)."""
         return typical_picks(np.concatenate(parts), picks)
 
-    def unlabeled(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """(local row numbers, embeddings) of cluster c's unlabeled rows, in row order."""
+    def unlabeled_rows(self, c: int) -> np.ndarray:
+        """Local row numbers of cluster c's unlabeled rows, in row order."""
         m = self.members[c]
-        m = m[~self.labeled[m]]
-        return m, self.x[m]
+        return m[~self.labeled[m]]
+
+    def unlabeled_x(self, c: int) -> np.ndarray:
+        """Embeddings of cluster c's unlabeled rows, in row order."""
+        return self.x[self.unlabeled_rows(c)]
 
 
 def shard_group(scan: ScoresScan, workers: int, actor_cpus: float) -> tuple[ShardGroup, list[int]]:
@@ -106,10 +110,13 @@ def sharded_centroids(group: ShardGroup, starts: list[int], n: int, clusters: in
     return train_kmeans(np.concatenate(group.call("rows", per_shard=per)), clusters, seed)
 
 
-def _collect(pending: list, per_cluster: dict) -> None:
+def _collect(group: ShardGroup, pending: list, per_cluster: dict) -> None:
     """Wait for the oldest cluster's picks and file them as global rows."""
-    c, rows, call = pending.pop(0)
-    picked, typ = call.result()
+    c, p, rows, call = pending.pop(0)
+    try:
+        picked, typ = call.result()
+    except ray.exceptions.RayError:  # its rows went with a lost shard: fetch them again (rebuilding it) and redo
+        picked, typ = group.call_one(call.j, "typical", p, *group.call("unlabeled_x", c))
     per_cluster[c] = (rows[picked], typ)
 
 
@@ -128,16 +135,19 @@ def typiclust_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: int =
         out = group.call("assign", sharded_centroids(group, starts, n, clusters, seed, POINTS_PER_CENTROID),
                          mutates=True)
         seq = pick_clusters(np.sum([o[0] for o in out], axis=0), np.sum([o[1] for o in out], axis=0), k)
-        pending: list = []  # (cluster, its global rows, the call making its picks), oldest first
+        pending: list = []  # (cluster, picks, its global rows, the call making its picks), oldest first
         for t, (c, p) in enumerate(zip(*np.unique(seq, return_counts=True))):
-            parts = group.call("unlabeled", int(c))  # through the driver: a dead shard is rebuilt, not lost
-            rows = np.concatenate([starts[j] + r for j, (r, _) in enumerate(parts)])
-            # the shard actors (idle now) make the picks, one cluster each in turn
-            pending.append((int(c), rows, group.submit(t % len(group), "typical", int(p), *[x for _, x in parts])))
+            c, p = int(c), int(p)
+            # The shard actors (idle now) make the picks, one cluster each in turn; the cluster's rows go from
+            # the shards to that actor through the object store, not through this process.
+            parts = [group.submit(j, "unlabeled_x", c).ref for j in range(len(group))]
+            call = group.submit(t % len(group), "typical", p, *parts)
+            rows = np.concatenate([starts[j] + r for j, r in enumerate(group.call("unlabeled_rows", c))])
+            pending.append((c, p, rows, call))
             while len(pending) >= IN_FLIGHT_PER_SHARD * len(group):
-                _collect(pending, per_cluster)
+                _collect(group, pending, per_cluster)
         while pending:
-            _collect(pending, per_cluster)
+            _collect(group, pending, per_cluster)
     finally:
         group.kill()
     picks, typ = interleave(seq, per_cluster)

@@ -16,9 +16,10 @@ def test_bench_select_prints_one_line_per_strategy(capsys):
         assert x["seconds"] >= 0 and x["peak_rss_bytes"] > x["input_bytes"] > 0
 
 
-def test_bench_select_sharded_compares_to_one_node_in_the_same_run(ray_local, capsys):
-    lines = main_sharded(("badge", "typiclust", "cluster_margin"), n=600, k=6, dim=4, classes=3, workers=2, files=3)
+def test_bench_select_sharded_compares_to_one_node_in_the_same_run(capsys):
+    lines = main_sharded(("badge",), n=600, k=6, dim=4, classes=3, workers=2, files=3)
     assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
     for x in lines:
         assert x["bench"] == "select-sharded" and x["same_picks"] is True, x
         assert x["single_node_s"] > 0 and x["sharded_s"] > 0 and x["speedup"] > 0
+        assert x["single_node_peak_rss_bytes"] > x["input_bytes"] > 0 and x["sharded_driver_peak_rss_bytes"] > 0
