@@ -43,7 +43,8 @@ def pools(tmp_path_factory):
 def human_config(pools, **over) -> dict:
     cfg = {"pool": str(pools[0]), "test_pool": str(pools[1]), "oracle": "human",
            "strategy": {"name": "entropy", "mc_samples": 4}, "initial": {"kind": "random", "size": 6},
-           "budget": 4, "rounds": 1, "train": {"epochs": 1, "batch_size": 8}, "final_train": False, "seed": 1}
+           "budget": 4, "rounds": 1, "train": {"epochs": 1, "batch_size": 8}, "final_train": False, "seed": 1,
+           "executor": "local"}  # the label loop is the subject, not Ray (the Ray rounds: tests/driver/test_rounds.py)
     cfg.update(over)
     return cfg
 
@@ -102,7 +103,7 @@ def _ls_export(sel, labels, image=lambda i: f"{i}.png") -> list:
             for n, (i, lab) in enumerate(zip(sel, labels))]
 
 
-def test_human_round_trip_csv_then_label_studio_json_then_resume(tmp_path, pools, ray_local):
+def test_human_round_trip_csv_then_label_studio_json_then_resume(tmp_path, pools):
     run_dir, sel = _pending(tmp_path, pools)
     truth = SimulatedOracle(pools[0]).labels(sel)  # the "human" answers correctly
     csv_file = _write_csv(tmp_path / "labels.csv", [(int(i), int(t)) for i, t in zip(sel, truth)])
