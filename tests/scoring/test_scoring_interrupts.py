@@ -120,7 +120,8 @@ def test_sigterm_during_ray_scoring_stops_the_job_and_removes_staging(tmp_path, 
     th.start()
     try:
         with pytest.raises(Terminated):
-            score_pool(tmp_path / "pool", ckpt, out, mc_samples=20, workers=1, batch_size=32, overwrite=True,
+            # T = 4: the ~950 rows left after the first staged file still take seconds, the watcher polls at 20 ms
+            score_pool(tmp_path / "pool", ckpt, out, mc_samples=4, workers=1, batch_size=32, overwrite=True,
                        progress=False)
     finally:
         running.clear()
