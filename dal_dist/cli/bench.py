@@ -33,8 +33,12 @@ def scoring(
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
     precision: str = typer.Option("auto", "--precision", help="bf16, fp16, fp32 or auto (bf16 on a GPU)."),
+    source: str = typer.Option("raw", "--source", help="raw (model-size pixels, no decode) or jpeg (JPEG photos "
+                               "around 1.15x the image size, decoded in every measurement)."),
+    decode: str = typer.Option("auto", "--decode", help="With --source jpeg: cpu (PIL), device (torchvision on "
+                               "the scoring device) or auto (device on a GPU)."),
 ) -> None:
-    """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run."""
+    """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run (decode_img_s with jpeg)."""
     import tempfile
 
     from dal_dist.ray_connect import starts_local_cluster
@@ -42,6 +46,8 @@ def scoring(
 
     if mc_samples > MAX_MC_SAMPLES:
         raise DalDistError(f"--mc-samples {mc_samples}: expected at most {MAX_MC_SAMPLES}")
+    if source not in ("raw", "jpeg"):
+        raise DalDistError(f"--source must be raw or jpeg, got {source!r}")
     pixels = image_size * image_size * (1 if model == "mnist-cnn" else 3)
     checks.check_fits_memory(f"--n {n} images of {image_size}x{image_size}", n * pixels)
     checks.check_fits_memory(f"--batch-size {batch_size} (float32 model inputs)", batch_size * pixels * 4)
@@ -51,12 +57,13 @@ def scoring(
     from dal_dist.benchmarks import scoring as bench
 
     from dal_dist.device import torch_device
-    from dal_dist.scoring.scorer import check_precision
+    from dal_dist.scoring.scorer import check_decode, check_precision
 
+    check_decode(decode)
     dev = torch_device(None if device == "auto" else device)
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
                pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline,
-               device=str(dev), precision=check_precision(precision))
+               device=str(dev), precision=check_precision(precision), source=source, decode=decode)
 
 
 @bench_app.command("kcenter")

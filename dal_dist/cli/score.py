@@ -40,6 +40,9 @@ def score(
                                     "dropout off, C floats per row (what `select --strategy badge` needs)."),
     precision: str = typer.Option("auto", "--precision", help="Forward passes in bf16, fp16 or fp32 (auto: bf16 "
                                   "on a GPU, fp32 on CPU); scores are computed in float32 either way."),
+    decode: str = typer.Option("auto", "--decode", help="Where JPEG rows are decoded: cpu (PIL, row by row), "
+                               "device (torchvision, batched, on each actor's GPU or CPU) or auto (device on a "
+                               "GPU, cpu otherwise); other rows always take the CPU path."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
@@ -55,7 +58,7 @@ def score(
                          threads_per_worker=threads_per_worker, labeled=labeled, embed_labeled=embed_labeled,
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
                          seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs,
-                         start_timeout=start_timeout, precision=precision)
+                         start_timeout=start_timeout, precision=precision, decode=decode)
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

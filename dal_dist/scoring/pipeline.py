@@ -33,7 +33,7 @@ from dal_dist.scoring.placement import (check_fits_local_cluster, check_gpus_per
                                         plan_cpus)
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
 from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
-                                     check_batch_memory, check_channels, check_precision)
+                                     check_batch_memory, check_channels, check_decode, check_precision)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class ScoringPlan:
     excluded_in_pool: int = 0
     write_embedding: bool = True  # off: no `embedding` column (a top-k round over cached embeddings)
     precision: str | None = None  # forward-pass autocast: bf16, fp16, fp32; None: bf16 on CUDA, fp32 on CPU
+    decode: str = "auto"  # JPEG rows: auto (on the device when it is CUDA), cpu (PIL) or device (torchvision)
 
     @property
     def expected(self) -> int:
@@ -125,7 +126,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                seed: int = 0, overwrite: bool = False, progress: bool = True,
                executor: str = "ray", address: str | None = None, keep_probs: bool = False,
                start_timeout: float | None = None, exclude: np.ndarray | None = None,
-               precision: str | None = None) -> ScoreSummary:
+               precision: str | None = None, decode: str = "auto") -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
@@ -138,7 +139,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     `WAIT_REPORT_S` seconds; `start_timeout` (seconds) then ends the job with an error saying so.
     `exclude`: ids neither scored nor embedded (a round that scores a random subset of the unlabeled pool);
     they must not be `labeled` too. `precision` (bf16, fp16, fp32) is the forward passes' autocast, default
-    bf16 on a GPU and fp32 on CPU; the scores are always computed in float32 from the softmax.
+    bf16 on a GPU and fp32 on CPU; the scores are always computed in float32 from the softmax. `decode`:
+    where JPEG rows are decoded, "cpu" (PIL, row by row), "device" (torchvision, batched, on each actor's
+    device; `pool.jpeg`) or "auto" (the device when it is a GPU).
     """
     t_call = time.time()
     if start_timeout is not None and not start_timeout > 0:
@@ -147,11 +150,12 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                             threads_per_worker=threads_per_worker, cpus_per_worker=cpus_per_worker,
                             gpus_per_worker=gpus_per_worker, embedding_source=embedding_source,
                             embedding_dtype=embedding_dtype, executor=executor)
+    check_decode(decode)
     out = check_output(out, {"pool": pool, "checkpoint": checkpoint, "--labeled file": labeled}, overwrite)
     plan = plan_scoring(pool, checkpoint, out, names, mc_samples=mc_samples, labeled=labeled,
                         embed_labeled=embed_labeled, embedding_source=embedding_source,
                         embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
-    plan.keep_probs, plan.precision = bool(keep_probs), check_precision(precision)
+    plan.keep_probs, plan.precision, plan.decode = bool(keep_probs), check_precision(precision), decode
     exclude_rows(plan, exclude)
     if executor == "local":
         with sigterm_raises():
@@ -338,7 +342,7 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
                          seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs,
                          exclude_ids=plan.exclude_ids, write_embedding=plan.write_embedding,
-                         precision=plan.precision)
+                         precision=plan.precision, decode=plan.decode)
     staging = None
     first = None
     try:
@@ -401,7 +405,7 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
                 device=res.device, keep_probs=plan.keep_probs,
                 exclude_ids=[exclude_ref] if exclude_ref is not None else None,
-                write_embedding=plan.write_embedding, precision=plan.precision),
+                write_embedding=plan.write_embedding, precision=plan.precision, decode=plan.decode),
             batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )

@@ -30,6 +30,7 @@ MAX_MC_SAMPLES = 10_000
 EMBEDDING_SOURCES = ("head", "backbone")
 EMBEDDING_DTYPES = ("float16", "float32")
 PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --precision: the autocast dtype
+DECODES = ("auto", "cpu", "device")  # --decode: JPEG rows decoded on the host (PIL) or the scoring device
 
 
 def check_precision(precision: str | None) -> str | None:
@@ -45,6 +46,13 @@ def resolve_precision(precision: str | None, device: Any) -> str:
     if precision is None:
         return "bf16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
     return precision
+
+
+def check_decode(decode: str) -> str:
+    """A known --decode, before any work: auto (on the device when it is CUDA), cpu (PIL) or device (torchvision)."""
+    if decode not in DECODES:
+        raise DalDistError(f"--decode must be one of {', '.join(DECODES)}, got {decode!r}")
+    return decode
 
 
 def fetched(value: Any) -> Any:
@@ -69,7 +77,7 @@ class BatchScorer:
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
                  keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None,
-                 write_embedding: bool = True, precision: str | None = None):
+                 write_embedding: bool = True, precision: str | None = None, decode: str = "auto"):
         from dal_dist.models import load_checkpoint
 
         checkpoint, labeled_ids, exclude_ids = fetched(checkpoint), fetched(labeled_ids), fetched(exclude_ids)
@@ -84,6 +92,10 @@ class BatchScorer:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
             self.model = self.model.to(memory_format=torch.channels_last)
         self.config = self.model.config
+        # JPEG rows decoded where the model runs, a batch at a time (`pool.jpeg`), not row by row on the host.
+        self.device_decode = check_decode(decode) == "device" or (decode == "auto" and self.device.type == "cuda")
+        if self.device_decode:
+            import torchvision.transforms.v2.functional  # noqa: F401 - seconds of imports: here, not in a batch
         self.acquisitions = list(acquisitions)
         if "sraal" in self.acquisitions and not hasattr(self.model, "state_score"):
             raise DalDistError(f"`sraal` needs an SRAAL checkpoint (model 'sraal' with a state discriminator); "
@@ -104,11 +116,15 @@ class BatchScorer:
         self.write_embedding = write_embedding  # off: a top-k round over cached embeddings need not copy them
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from dal_dist.pool import decode_photos
+        from dal_dist.pool import decode_photos, decode_photos_on_device
 
         batch, is_labeled = self.without_labeled(batch)
         # Each row on its own to the model's size (photo transform); raw rows already that size pass as they are.
-        decoded = decode_photos(batch, self.config.image_size, self.config.in_channels)
+        # With device decode the JPEG rows are decoded together on the scoring device, the images stay there.
+        if self.device_decode:
+            decoded = decode_photos_on_device(batch, self.config.image_size, self.config.in_channels, self.device)
+        else:
+            decoded = decode_photos(batch, self.config.image_size, self.config.in_channels)
         if len(decoded.reject_ids):
             self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
             keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
@@ -150,8 +166,11 @@ class BatchScorer:
                 x = x.contiguous(memory_format=torch.channels_last)
         return self.score_inputs(ids, x, is_labeled)
 
-    def to_device(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 images on the scoring device: from pinned memory, without blocking, on CUDA."""
+    def to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images on the scoring device: from pinned memory, without blocking, on CUDA; a tensor decoded
+        there already is taken as it is."""
+        if isinstance(images, torch.Tensor):
+            return images.to(self.device)
         t = torch.from_numpy(np.array(images, copy=not images.flags.writeable))
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)

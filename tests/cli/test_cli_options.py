@@ -155,6 +155,9 @@ EXTRA_BAD = {
     ("report", "--targets"): ["abc", "", "1.5", "0", "-1", "0.9,x"],
     ("report", "run_dirs"): ["{a_dir}"],
     ("bench scoring", "--mc-samples"): ["1"],
+    ("bench scoring", "--source"): ["png", "RAW"],
+    ("bench scoring", "--decode"): ["gpu", "AUTO"],
+    ("score", "--decode"): ["gpu", "nvjpeg", "AUTO"],
     ("bench soak", "--kill-prob"): ["1.5"],
 }
 # Generated values that are valid for one option, with the reason. The walk skips them.
