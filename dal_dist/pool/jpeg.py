@@ -137,7 +137,7 @@ def _with_channels(image: Any, channels: int) -> Any:
 
 
 def decode_photos_on_device(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], image_size: int,
-                            channels: int, device: Any) -> DeviceDecodedBatch | DecodedBatch:
+                            channels: int, device: Any, threads: int = 1) -> DeviceDecodedBatch | DecodedBatch:
     """`decode_photos` with the JPEG rows decoded on `device`: same ids, labels, rejects and order, images there.
 
     A batch with no JPEG the device takes (raw pixels, PNGs) is `decode_photos`' own result, images on the
@@ -168,7 +168,7 @@ def decode_photos_on_device(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]
     decoded = decode_jpegs(blobs, sizes, s, channels, device)
     on_device = {i: img for i, img in zip(jpeg_rows, decoded) if img is not None}
     if not on_device:
-        return decode_photos(rb, s, channels)
+        return decode_photos(rb, s, channels, threads)
     ok = np.zeros(n, bool)
     ok[list(on_device)] = True
     host = np.flatnonzero(~ok)
@@ -177,7 +177,7 @@ def decode_photos_on_device(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]
     if len(host):
         sub = rb.take(pa.array(host))
         sub = sub.set_column(sub.schema.get_field_index("id"), "id", pa.array(host, pa.int64()))
-        d = decode_photos(sub, s, channels)
+        d = decode_photos(sub, s, channels, threads)
         host_rows, host_images, reject_rows, reasons = d.ids, d.images, d.reject_ids, d.reject_reasons
         ok[host_rows] = True
     position = np.cumsum(ok) - 1  # row -> its place among the decoded rows

@@ -42,7 +42,7 @@ def open_photo(blob: bytes, image_size: int) -> Any:
     Raises PhotoError with the reason (decompression bomb, corrupt or truncated bytes, pixels without an
     8-bit reading). Pillow's decompression-bomb guard stays on.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         pil = Image.open(io.BytesIO(blob))
@@ -53,7 +53,9 @@ def open_photo(blob: bytes, image_size: int) -> Any:
     except Image.DecompressionBombError as e:
         raise PhotoError(f"decompression bomb refused ({e})") from e
     except Exception as e:  # noqa: BLE001 - anything a decoder raises makes the row a reject
-        raise PhotoError(f"corrupt image bytes ({type(e).__name__}: {e})") from e
+        # PIL's text names the in-memory file (<_io.BytesIO object at 0x...>): a reason must not vary by run.
+        why = "cannot identify image file" if isinstance(e, UnidentifiedImageError) else e
+        raise PhotoError(f"corrupt image bytes ({type(e).__name__}: {why})") from e
     try:
         pil = ImageOps.exif_transpose(pil)
     except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
@@ -108,11 +110,13 @@ def photo_transform(image: bytes | Any, image_size: int, channels: int = 3) -> n
 
 
 def decode_photos(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], image_size: int,
-                  channels: int) -> DecodedBatch:
+                  channels: int, threads: int = 1) -> DecodedBatch:
     """Decode a batch to uint8 N×S×S×C with `photo_transform`, row by row; bad rows become rejects with a reason.
 
     Rows already S×S are taken as they are (channels converted); a batch of only raw such rows decodes
-    exactly as `decode_images` would. Every other row goes through the photo transform on its own.
+    exactly as `decode_images` would. Every other row goes through the photo transform on its own, on
+    `threads` threads (Pillow releases the GIL while it decodes and resizes: a GPU actor's CPUs feed it);
+    the result does not depend on `threads`.
     """
     rb = as_record_batch(batch)
     rows = triage(rb)
@@ -125,7 +129,8 @@ def decode_photos(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], image_si
     images = np.empty((n, s, s, channels), dtype=np.uint8)
     ok = np.zeros(n, bool)
     col = rb.column("image")
-    for i in range(n):
+
+    def one(i: int) -> None:
         try:
             if rows.good_raw[i]:
                 start, end = int(rows.offsets[i]), int(rows.offsets[i + 1])
@@ -136,10 +141,19 @@ def decode_photos(batch: pa.RecordBatch | pa.Table | Mapping[str, Any], image_si
             elif rows.encoded[i]:
                 images[i] = photo_transform(col[i].as_py(), s, channels)
             else:
-                continue
+                return
             ok[i] = True
         except Exception as e:  # noqa: BLE001 - any failure is this row's reject reason
             rows.reasons[i] = f"image: {e}"
+
+    if threads > 1 and n > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, n)) as pool:
+            list(pool.map(one, range(n)))
+    else:
+        for i in range(n):
+            one(i)
     labels = None
     if "label" in rb.schema.names:
         lab = rb.column("label")

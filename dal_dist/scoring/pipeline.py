@@ -384,10 +384,14 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
             t_call: float, scorer_cls: type[BatchScorer] = BatchScorer,
             start_timeout: float | None = None) -> ScoreSummary:
     """Ray Data: read the pool → `BatchScorer` actors → write Parquet into staging, then publish."""
-    from dal_dist.scoring.placement import node_cpus, plan_actor_resources, plan_cpus
+    from dal_dist.scoring.placement import (ActorResources, gpu_actor_cpus, node_cpus, plan_actor_resources,
+                                            plan_cpus)
 
-    cpus, threads = plan_cpus(node_cpus(ray.nodes()), workers, cpus_per_worker, threads_per_worker)
+    nodes = ray.nodes()
+    cpus, threads = plan_cpus(node_cpus(nodes), workers, cpus_per_worker, threads_per_worker)
     res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
+    cpus, threads = gpu_actor_cpus(nodes, res.num_gpus, (cpus, threads), cpus_per_worker, threads_per_worker)
+    res = ActorResources(num_cpus=cpus, num_gpus=res.num_gpus)
     ckpt_ref = ray.put(plan.checkpoint.read_bytes())
     labeled_ref = ray.put(plan.labeled_ids) if plan.labeled_ids is not None else None
     exclude_ref = ray.put(plan.exclude_ids) if plan.exclude_ids is not None else None

@@ -141,6 +141,25 @@ def plan_cpus(node_cpus: list[float], workers: int, cpus_per_worker: float | Non
     return float(cpus_per_worker), int(threads)
 
 
+def gpu_actor_cpus(nodes: list[dict[str, Any]], gpus_per_actor: float, planned: tuple[float, int],
+                   cpus_per_worker: float | None, threads_per_worker: int | None) -> tuple[float, int]:
+    """(CPUs, threads) of a GPU actor: by default its share of a GPU node's CPUs, so its decode keeps the card fed.
+
+    A node with G GPUs and C CPUs holds G / g actors of g GPUs each; each may reserve (C - 1) / (G / g)
+    CPUs (one left for Ray Data's reads), threads = that, floored. The smallest share over the GPU nodes
+    up now is used; never less than the CPU plan (`plan_cpus`). With `--cpus-per-worker` given, a CPU
+    actor, or no GPU node up yet (an autoscaler still to add them), the CPU plan stands.
+    """
+    if cpus_per_worker is not None or gpus_per_actor <= 0:
+        return planned
+    shares = [(float(r.get("CPU", 0.0)) - 1.0) * gpus_per_actor / float(r["GPU"])
+              for r in (n.get("Resources", {}) for n in nodes if n.get("Alive")) if float(r.get("GPU", 0.0)) > 0]
+    if not shares:
+        return planned
+    cpus = max(planned[0], _floor_fraction(max(0.0, min(shares))))
+    return cpus, threads_per_worker or max(planned[1], int(cpus))
+
+
 def node_cpus(nodes: list[dict[str, Any]]) -> list[float]:
     """CPU counts of the alive nodes in `ray.nodes()`."""
     return [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive")]

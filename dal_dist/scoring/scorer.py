@@ -121,10 +121,13 @@ class BatchScorer:
         batch, is_labeled = self.without_labeled(batch)
         # Each row on its own to the model's size (photo transform); raw rows already that size pass as they are.
         # With device decode the JPEG rows are decoded together on the scoring device, the images stay there.
+        # Rows PIL decodes are spread over the actor's threads (its CPUs: what feeds a GPU actor).
+        threads = torch.get_num_threads()
         if self.device_decode:
-            decoded = decode_photos_on_device(batch, self.config.image_size, self.config.in_channels, self.device)
+            decoded = decode_photos_on_device(batch, self.config.image_size, self.config.in_channels, self.device,
+                                              threads)
         else:
-            decoded = decode_photos(batch, self.config.image_size, self.config.in_channels)
+            decoded = decode_photos(batch, self.config.image_size, self.config.in_channels, threads)
         if len(decoded.reject_ids):
             self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
             keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)

@@ -136,3 +136,19 @@ def test_mixed_sizes_batch_independent_and_raw_model_size_unchanged():
                    "channels": pa.array([3] * 4, pa.int64())})
     assert np.array_equal(decode_photos(rt, 48, 3).images, decode_images(rt, size=None, channels=3).images)
     assert np.array_equal(decode_photos(rt, 48, 3).images, raw)
+
+
+def test_threads_decode_the_same_pixels_and_rejects_in_row_order():
+    """A GPU actor decodes a batch's rows on its CPUs in parallel: the same images, ids and rejects as one thread."""
+    photos = [skimage_data.astronaut(), skimage_data.chelsea(), skimage_data.coffee(), skimage_data.camera(),
+              skimage_data.rocket()]
+    blobs = [_encode(p[: 300 + 17 * i, : 280 + 31 * i], "JPEG" if i % 2 else "PNG") for i, p in enumerate(photos * 3)]
+    blobs[4] = blobs[4][:200]  # truncated: a reject
+    blobs[9] = b"not an image"
+    rb = pa.table({"id": pa.array(range(100, 100 + len(blobs)), pa.int64()), "image": pa.array(blobs, pa.binary())})
+    one = decode_photos(rb, 40, 3)
+    many = decode_photos(rb, 40, 3, threads=4)
+    assert one.ids.tolist() == many.ids.tolist() == [i for i in range(100, 115) if i not in (104, 109)]
+    assert np.array_equal(one.images, many.images)
+    assert one.reject_ids.tolist() == many.reject_ids.tolist() == [104, 109]
+    assert one.reject_reasons == many.reject_reasons

@@ -13,7 +13,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.models import build_model, default_config, save_checkpoint
 from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
 from dal_dist.scoring.pipeline import footer_readers, footer_readers_for
-from dal_dist.scoring.placement import check_fits_local_cluster, plan_cpus
+from dal_dist.scoring.placement import check_fits_local_cluster, gpu_actor_cpus, plan_cpus
 from dal_dist.scoring.scorer import vector_type
 from scoring_helpers import ACQ, mnist as _mnist, write_mixed_pool as _write_mixed_pool
 
@@ -147,6 +147,27 @@ def test_resource_plan_never_reserves_every_cpu():
     assert cpus == 0.0
     with pytest.raises(DalDistError, match="leaves no node a free CPU"):
         plan_cpus([2.0], 2, 1.0, None)
+
+
+def _node(cpus, gpus=0.0, alive=True):
+    return {"Alive": alive, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+
+def test_gpu_actors_take_their_share_of_the_gpu_nodes_cpus():
+    """An H200 node (16 CPUs, 1 GPU) gives its one actor 15 CPUs to decode with; 8 GPUs share 15 by eight."""
+    head, cpu_plan = _node(8.0), (1.0, 1)
+    assert gpu_actor_cpus([head, _node(16.0, 1.0)], 1.0, cpu_plan, None, None) == (15.0, 15)
+    assert gpu_actor_cpus([head, _node(16.0, 1.0)], 0.5, cpu_plan, None, None) == (7.5, 7)  # two per card
+    assert gpu_actor_cpus([head, _node(16.0, 8.0)], 1.0, cpu_plan, None, None) == (1.87, 1)
+    assert gpu_actor_cpus([_node(16.0, 8.0), _node(64.0, 8.0)], 1.0, cpu_plan, None, None)[0] == 1.87  # smallest
+    shares = gpu_actor_cpus([head, _node(16.0, 1.0)], 1.0, cpu_plan, None, 4)
+    assert shares == (15.0, 4)  # --threads-per-worker still wins
+    # The CPU plan stands: a CPU actor, --cpus-per-worker given, no GPU node up yet (autoscaling), a dead node.
+    assert gpu_actor_cpus([head, _node(16.0, 1.0)], 0.0, cpu_plan, None, None) == cpu_plan
+    assert gpu_actor_cpus([head, _node(16.0, 1.0)], 1.0, cpu_plan, 2.0, None) == cpu_plan
+    assert gpu_actor_cpus([head], 1.0, cpu_plan, None, None) == cpu_plan
+    assert gpu_actor_cpus([head, _node(16.0, 1.0, alive=False)], 1.0, cpu_plan, None, None) == cpu_plan
+    assert gpu_actor_cpus([head, _node(1.0, 1.0)], 1.0, cpu_plan, None, None) == cpu_plan  # never below it
 
 
 @pytest.fixture
