@@ -21,6 +21,7 @@ A dead shard is rebuilt from its files and replayed (`selection.shards`).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import ray
@@ -36,7 +37,8 @@ from dal_dist.selection.topk import check_k
 from dal_dist.selection.typiclust import (MAX_CLUSTERS, interleave, pick_clusters, typical_picks,
                                           typiclust_clusters)
 
-IN_FLIGHT_PER_SHARD = 2  # TypiClust clusters queued on each shard actor ahead of the one being waited for
+IN_FLIGHT_PER_SHARD = 4  # TypiClust clusters queued on each shard actor ahead of the one being waited for
+STAGE_CLUSTERS = 64  # clusters each shard stages per call (bounds the staged copies held in the object store)
 
 
 class EmbeddingShard:
@@ -88,6 +90,11 @@ class EmbeddingShard:
         """Embeddings of cluster c's unlabeled rows, in row order."""
         return self.x[self.unlabeled_rows(c)]
 
+    def stage(self, clusters: list[int]) -> list[tuple[np.ndarray, Any]]:
+        """For each cluster: (local row numbers of its unlabeled rows, an object-store ref to their embeddings),
+        one call for many clusters (a ref is lost with this actor: the driver then refetches through the group)."""
+        return [(self.unlabeled_rows(c), ray.put(self.unlabeled_x(c))) for c in clusters]
+
 
 def shard_group(scan: ScoresScan, workers: int, actor_cpus: float) -> tuple[ShardGroup, list[int]]:
     """(EmbeddingShard actors over contiguous file ranges, the first global row of each)."""
@@ -136,16 +143,18 @@ def typiclust_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: int =
                          mutates=True)
         seq = pick_clusters(np.sum([o[0] for o in out], axis=0), np.sum([o[1] for o in out], axis=0), k)
         pending: list = []  # (cluster, picks, its global rows, the call making its picks), oldest first
-        for t, (c, p) in enumerate(zip(*np.unique(seq, return_counts=True))):
-            c, p = int(c), int(p)
-            # The shard actors (idle now) make the picks, one cluster each in turn; the cluster's rows go from
-            # the shards to that actor through the object store, not through this process.
-            parts = [group.submit(j, "unlabeled_x", c).ref for j in range(len(group))]
-            call = group.submit(t % len(group), "typical", p, *parts)
-            rows = np.concatenate([starts[j] + r for j, r in enumerate(group.call("unlabeled_rows", c))])
-            pending.append((c, p, rows, call))
-            while len(pending) >= IN_FLIGHT_PER_SHARD * len(group):
-                _collect(group, pending, per_cluster)
+        visited, counts = (a.tolist() for a in np.unique(seq, return_counts=True))
+        for lo in range(0, len(visited), STAGE_CLUSTERS):
+            chunk = visited[lo:lo + STAGE_CLUSTERS]
+            # Each shard stages the chunk's clusters in one call; the shard actors (idle now) make the picks, one
+            # cluster each in turn, its rows going shard to shard through the object store, not through here.
+            staged = group.call("stage", chunk)
+            for i, (c, p) in enumerate(zip(chunk, counts[lo:lo + STAGE_CLUSTERS])):
+                rows = np.concatenate([starts[j] + staged[j][i][0] for j in range(len(group))])
+                call = group.submit((lo + i) % len(group), "typical", p, *[staged[j][i][1] for j in range(len(group))])
+                pending.append((c, p, rows, call))
+                while len(pending) >= IN_FLIGHT_PER_SHARD * len(group):
+                    _collect(group, pending, per_cluster)
         while pending:
             _collect(group, pending, per_cluster)
     finally:

@@ -76,6 +76,24 @@ def test_kcenter_on_the_cached_embeddings(tmp_path, embedded):
     assert len(ids) == len(set(ids)) == 60
 
 
+def test_distributed_badge_round_picks_what_one_process_picks(tmp_path, embedded, ray_local):
+    """`strategy.distributed` on the Ray executor: BADGE's picks come from shard actors, equal to one node's."""
+    from dal_dist.driver.steps import round_seed
+    from dal_dist.selection import select
+
+    cfg = _config(embedded, "badge", hidden=32)
+    cfg.update(rounds=1, final_train=False, executor="ray", workers=2)
+    cfg["strategy"]["distributed"] = True
+    parsed = parse_config(cfg)
+    assert run(parsed, tmp_path / "run").status == "done"
+    rd = tmp_path / "run" / "rounds" / "001"
+    picked = pq.read_table(rd / "selection.parquet").column("id").to_numpy()
+    one = select("badge", 30, scores=rd / "scores", seed=round_seed(parsed.seed, 1, "select"))
+    assert picked.tolist() == one.column("id").to_pylist()
+    with pytest.raises(DalDistError, match="needs executor: ray"):
+        parse_config({**cfg, "executor": "local"})
+
+
 @pytest.mark.parametrize("model, strategy, message", [
     ({"backbone": "frozen"}, "bald", "needs model.embeddings"),
     ({"embeddings": "e"}, "bald", "model.embeddings is only used with model.backbone: frozen"),

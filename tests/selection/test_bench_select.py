@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dal_dist.benchmarks.select import main, main_sharded
 
 
@@ -16,6 +18,7 @@ def test_bench_select_prints_one_line_per_strategy(capsys):
         assert x["seconds"] >= 0 and x["peak_rss_bytes"] > x["input_bytes"] > 0
 
 
+@pytest.mark.slow  # two child processes and a Ray start: 16 s; the picks' equality is tested in test_*_sharded.py
 def test_bench_select_sharded_compares_to_one_node_in_the_same_run(capsys):
     lines = main_sharded(("badge",), n=600, k=6, dim=4, classes=3, workers=2, files=3)
     assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
