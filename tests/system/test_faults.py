@@ -134,6 +134,34 @@ def test_kcenter_shard_sigkill_mid_selection_picks_the_same_points(ray_local, tm
     np.testing.assert_array_equal(radii, want_r)
 
 
+def test_badge_shard_sigkill_mid_selection_picks_the_same_points(ray_local, tmp_path):
+    """A BADGE shard killed while it lowers its D²: rebuilt from its files, replayed, the draws unchanged."""
+    from dal_dist.selection import select
+    from dal_dist.selection.badge_sharded import badge_kmeanspp_sharded
+    from dal_dist.selection.io import scan_scores
+
+    rng = np.random.default_rng(6)
+    emb = rng.standard_normal((4000, 16)).astype(np.float32)
+    path = _write_scores(tmp_path / "scores", emb, files=4)
+    z = rng.standard_normal((4000, 5)) * 2
+    probs = (np.exp(z) / np.exp(z).sum(1, keepdims=True)).astype(np.float32)
+    for f in sorted(path.glob("*.parquet")):  # add BADGE's `probs` column, row for row
+        t = pq.read_table(f)
+        p = probs[t.column("id").to_numpy()]
+        pq.write_table(t.append_column("probs", pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), 5)), f)
+    want = select("badge", 400, scores=path, seed=3).column("id").to_numpy()
+    stats: dict = {}
+    killer = Killer("ray::BadgeShard.add_center")
+    killer.start()
+    try:
+        got, _ = badge_kmeanspp_sharded(scan_scores(path), 400, width=5, workers=2, seed=3, actor_cpus=0,
+                                        stats=stats)
+    finally:
+        killer.stop()
+    assert killer.killed and stats["restarts"] >= 1
+    np.testing.assert_array_equal(got, want)
+
+
 def test_distributed_kcenter_names_the_nan_embedding(ray_local, tmp_path):
     from dal_dist.errors import DalDistError
     from dal_dist.selection import select
