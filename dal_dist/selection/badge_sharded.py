@@ -42,6 +42,7 @@ class BadgeShard:
         except DalDistError as e:
             self.error = e
         self.d2: np.ndarray | None = None
+        self.buf: np.ndarray | None = None
         self.cum: np.ndarray | None = None
         self.chosen: np.ndarray | None = None
 
@@ -64,9 +65,10 @@ class BadgeShard:
             return 0.0, 0
         if self.d2 is None:
             self.d2 = self.g.sq_dists_to(center)
+            self.buf = np.empty_like(self.d2)  # reused every pick, as in `badge_kmeanspp`
             self.chosen = np.zeros(len(self.d2), bool)
         else:
-            np.minimum(self.d2, self.g.sq_dists_to(center), out=self.d2)
+            np.minimum(self.d2, self.g.sq_dists_to(center, self.buf), out=self.d2)
         if chosen >= 0:
             self.chosen[chosen] = True
             self.d2[chosen] = 0.0

@@ -29,13 +29,13 @@ import ray
 from dal_dist.errors import DalDistError
 from dal_dist.ray_connect import connect
 from dal_dist.selection.cluster_margin import (FINE_SAMPLE_PER_CENTROID, check_clusters, dense_ids, fine_centroids,
-                                               hac_groups)
+                                               hac_clusters, hac_groups)
 from dal_dist.selection.io import ScoresScan, load_embeddings, scan_scores
 from dal_dist.selection.kmeans import POINTS_PER_CENTROID, assign, kmeans_sample, train_kmeans
-from dal_dist.selection.shards import ShardGroup, shard_files
+from dal_dist.selection.shards import ShardGroup, plan_shards, shard_files
 from dal_dist.selection.topk import check_k
-from dal_dist.selection.typiclust import (MAX_CLUSTERS, interleave, pick_clusters, typical_picks,
-                                          typiclust_clusters)
+from dal_dist.selection.typiclust import (MAX_CLUSTERS, check_max_clusters, interleave, pick_clusters,
+                                          typical_picks, typiclust_clusters)
 
 IN_FLIGHT_PER_SHARD = 4  # TypiClust clusters queued on each shard actor ahead of the one being waited for
 STAGE_CLUSTERS = 64  # clusters each shard stages per call (bounds the staged copies held in the object store)
@@ -98,8 +98,6 @@ class EmbeddingShard:
 
 def shard_group(scan: ScoresScan, workers: int, actor_cpus: float) -> tuple[ShardGroup, list[int]]:
     """(EmbeddingShard actors over contiguous file ranges, the first global row of each)."""
-    from dal_dist.selection.shards import plan_shards
-
     shards = plan_shards(scan, workers)
     counts = [sum(len(scan.ids[f]) for f in files) for files in shards]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
@@ -131,8 +129,7 @@ def typiclust_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: int =
                       max_clusters: int = MAX_CLUSTERS, actor_cpus: float = 1) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, typicality): `typiclust` over a scanned scores dataset on `workers` Ray actors."""
     check_k(k, scan.num_candidates)
-    if not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
-        raise DalDistError(f"clusters (--clusters) = {max_clusters}: expected a positive integer")
+    check_max_clusters(max_clusters)
     connect()
     n = int(sum(len(i) for i in scan.ids))
     clusters = typiclust_clusters(scan.num_labeled, k, max_clusters, n)
@@ -170,8 +167,6 @@ def hac_clusters_sharded(scan: ScoresScan, clusters: int, *, workers: int = 2, s
     check_clusters(clusters, n)
     m = fine_centroids(n, clusters)
     if m >= n:  # as many centroids as rows: nothing to distribute
-        from dal_dist.selection.cluster_margin import hac_clusters
-
         x = load_embeddings(scan.files, [np.ones(len(i), bool) for i in scan.ids], scan.dim, "float32", scan.ids)
         return hac_clusters(x, clusters, seed=seed)
     connect()

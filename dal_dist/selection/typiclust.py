@@ -125,12 +125,17 @@ def typiclust_clusters(num_labeled: int, k: int, max_clusters: int, n: int) -> i
     return int(min(num_labeled + k, max_clusters, n))
 
 
+def check_max_clusters(max_clusters: int) -> None:
+    """TypiClust's cluster cap (`--clusters`) a positive integer, refused before any work."""
+    if not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
+        raise DalDistError(f"clusters (--clusters) = {max_clusters}: expected a positive integer")
+
+
 def check_typiclust_inputs(x: np.ndarray, labeled: np.ndarray, k: int, max_clusters: int) -> None:
     """Shapes, k ≤ unlabeled rows, finite values, max_clusters >= 1: refused before any work."""
     if x.ndim != 2 or labeled.shape != (len(x),):
         raise DalDistError(f"embeddings {x.shape} and labeled {labeled.shape}: expected (N, D) and (N,)")
-    if not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
-        raise DalDistError(f"clusters (--clusters) = {max_clusters}: expected a positive integer")
+    check_max_clusters(max_clusters)
     check_k(k, int((~labeled).sum()))
     ok = np.isfinite(x).all(axis=1)
     if not ok.all():
@@ -143,8 +148,7 @@ def select_typiclust(scores: str | os.PathLike, k: int, *, labeled_ids: np.ndarr
     On Ray shard actors: `kmeans_sharded.select_typiclust_sharded`."""
     scan = scan_scores(scores, labeled_ids=labeled_ids)
     check_k(k, scan.num_candidates)
-    if not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
-        raise DalDistError(f"clusters (--clusters) = {max_clusters}: expected a positive integer")
+    check_max_clusters(max_clusters)
     emb = load_embeddings(scan.files, [np.ones(len(i), bool) for i in scan.ids], scan.dim, "float32", scan.ids)
     picks, typ = typiclust(emb, np.concatenate(scan.labeled), k, seed=seed, max_clusters=max_clusters)
     return np.concatenate(scan.ids)[picks], typ

@@ -50,3 +50,30 @@ def write_scores(directory: Path, ids: np.ndarray, emb: np.ndarray, *, files: in
             cols["labeled"] = pa.array(labeled[part])
         pq.write_table(pa.table(cols), directory / f"part-{f:05d}.parquet", row_group_size=row_group_size)
     return directory
+
+
+def near_tie_points(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(3,000 candidates, 100 labeled) where labeled points come in pairs 1e-3 apart: float32 nearest-center
+    answers are unreliable there, so only an exact (float64) check gives the brute-force picks."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((50, 16)).astype(np.float32) * 100
+    lab = np.concatenate([base, base + np.float32(1e-3)])
+    x = base[rng.integers(0, 50, 3000)] + rng.standard_normal((3000, 16)).astype(np.float32) * 1e-2
+    return x, lab
+
+
+def loop_picks(state, k: int) -> list[int]:
+    """k greedy picks from a min-distances state (`farthest`, then `pick`)."""
+    picks = []
+    for _ in range(k):
+        _, i = state.farthest()
+        picks.append(i)
+        state.pick(i)
+    return picks
+
+
+def softmax_rows(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    """n random float32 probability rows over c classes (logits N(0, 2²))."""
+    z = rng.standard_normal((n, c)) * 2
+    p = np.exp(z - z.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dal_dist.errors import DalDistError
 from dal_dist.selection import badge_kmeanspp, select
 from dal_dist.selection.badge import FactorizedGradients
-from selection_helpers import write_scores
-
-
-def _probs(rng, n, c):
-    z = rng.standard_normal((n, c)) * 2
-    p = np.exp(z - z.max(1, keepdims=True))
-    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+from selection_helpers import softmax_rows, write_scores
 
 
 def _brute_g(p, h):
@@ -27,7 +19,7 @@ def _brute_g(p, h):
 
 def test_factorized_distances_equal_materialized():
     rng = np.random.default_rng(0)
-    p, h = _probs(rng, 30, 4), rng.standard_normal((30, 6)).astype(np.float32)
+    p, h = softmax_rows(rng, 30, 4), rng.standard_normal((30, 6)).astype(np.float32)
     g = _brute_g(p, h)
     f = FactorizedGradients(p, h)
     for c in range(30):
@@ -37,7 +29,7 @@ def test_factorized_distances_equal_materialized():
 def test_sampling_distribution_matches_brute_force_kmeanspp():
     rng = np.random.default_rng(1)
     n = 6
-    p, h = _probs(rng, n, 3), rng.standard_normal((n, 4)).astype(np.float32)
+    p, h = softmax_rows(rng, n, 3), rng.standard_normal((n, 4)).astype(np.float32)
     g = _brute_g(p, h)
     first = int(np.argmax((g ** 2).sum(1)))  # BADGE's first center: the largest gradient norm
     d2 = ((g - g[first]) ** 2).sum(1)
@@ -58,14 +50,10 @@ def test_badge_over_scores_dataset(tmp_path):
     n = 120
     ids = rng.permutation(1000)[:n].astype(np.int64)
     h = rng.standard_normal((n, 5)).astype(np.float32)
-    p = _probs(rng, n, 4)
+    p = softmax_rows(rng, n, 4)
     labeled = np.zeros(n, bool)
     labeled[:10] = True
-    path = write_scores(tmp_path / "s", ids, h, files=3, labeled=labeled)
-    for f, part in zip(sorted(path.glob("*.parquet")), np.array_split(np.arange(n), 3)):
-        t = pq.read_table(f)
-        pr = p[part]
-        pq.write_table(t.append_column("probs", pa.FixedSizeListArray.from_arrays(pa.array(pr.reshape(-1)), 4)), f)
+    path = write_scores(tmp_path / "s", ids, h, files=3, labeled=labeled, vectors={"probs": p})
     a = select("badge", 15, scores=path, seed=4)
     assert a.column_names == ["id", "d2"]
     got = a.column("id").to_numpy()

@@ -11,13 +11,7 @@ from dal_dist.selection import select
 from dal_dist.selection.badge_sharded import badge_kmeanspp_sharded, shard_of
 from dal_dist.selection.io import scan_scores
 from dal_dist.selection.shards import ShardGroup
-from selection_helpers import write_scores
-
-
-def _probs(rng, n, c):
-    z = rng.standard_normal((n, c)) * 2
-    p = np.exp(z - z.max(1, keepdims=True))
-    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+from selection_helpers import softmax_rows, write_scores
 
 
 @pytest.fixture
@@ -26,7 +20,7 @@ def badge_scores(tmp_path):
     rng = np.random.default_rng(3)
     n = 300
     h = rng.standard_normal((n, 6)).astype(np.float32)
-    p = _probs(rng, n, 4)
+    p = softmax_rows(rng, n, 4)
     h[100:140], p[100:140] = h[100], p[100]
     labeled = np.zeros(n, bool)
     labeled[rng.choice(n, 20, replace=False)] = True

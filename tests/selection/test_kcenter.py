@@ -10,7 +10,7 @@ import pytest
 
 from dal_dist.errors import DalDistError
 from dal_dist.selection.kcenter import MinDistances, as_storage, kcenter_greedy, to_float
-from selection_helpers import brute_kcenter
+from selection_helpers import brute_kcenter, near_tie_points
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -44,10 +44,7 @@ def test_ties_break_to_lowest_index_and_duplicates():
 def test_near_ties_in_labeled_set_are_resolved_exactly():
     # Labeled points nearly equidistant from candidates make FAISS's float32 nearest unreliable; the
     # lazy float64 verification must still give the brute-force answer.
-    rng = np.random.default_rng(3)
-    base = rng.standard_normal((50, 16)).astype(np.float32) * 100
-    lab = np.concatenate([base, base + np.float32(1e-3)])
-    x = (base[rng.integers(0, 50, 3000)] + rng.standard_normal((3000, 16)).astype(np.float32) * 1e-2)
+    x, lab = near_tie_points()
     picks, _ = kcenter_greedy(x, lab, 40)
     np.testing.assert_array_equal(picks, brute_kcenter(x, lab, 40)[0])
 

@@ -13,7 +13,7 @@ import torch
 from dal_dist.errors import DalDistError
 from dal_dist.selection.kcenter import MinDistances, _gamma, as_storage, kcenter_greedy, min_distances, to_float
 from dal_dist.selection.kcenter_device import DeviceMinDistances
-from selection_helpers import brute_kcenter
+from selection_helpers import brute_kcenter, loop_picks, near_tie_points
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -68,19 +68,11 @@ def test_near_ties_in_the_labeled_set_are_resolved_exactly(labeled_knn):
     # Labeled points nearly equidistant from candidates leave rows unverified after the start; each must
     # be checked against the whole labeled set when it reaches the top.  "faiss" here is a CPU index
     # standing in for the GPU one: the same code around it.
-    rng = np.random.default_rng(3)
-    base = rng.standard_normal((50, 16)).astype(np.float32) * 100
-    lab = np.concatenate([base, base + np.float32(1e-3)])
-    x = base[rng.integers(0, 50, 3000)] + rng.standard_normal((3000, 16)).astype(np.float32) * 1e-2
+    x, lab = near_tie_points()
     state = DeviceMinDistances(x, lab, gamma=_gamma(16), device="cpu", labeled_knn=labeled_knn, block_rows=700)
     if labeled_knn == "faiss":
         assert not bool(state.verified[:3000].all()), "the float32 start should leave near-ties unverified"
-    picks = []
-    for _ in range(40):
-        _, i = state.farthest()
-        picks.append(i)
-        state.pick(i)
-    np.testing.assert_array_equal(picks, brute_kcenter(x, lab, 40)[0])
+    np.testing.assert_array_equal(loop_picks(state, 40), brute_kcenter(x, lab, 40)[0])
 
 
 @pytest.mark.parametrize("labeled_knn", ["torch", "faiss"])
@@ -182,17 +174,9 @@ def test_cuda_auto_chooses_the_device_loop_and_ties_go_low():
 @cuda
 @pytest.mark.parametrize("labeled_knn", ["auto", "torch"])  # auto: FAISS on the GPU where the build has it
 def test_cuda_near_ties_in_the_labeled_set(labeled_knn):
-    rng = np.random.default_rng(3)
-    base = rng.standard_normal((50, 16)).astype(np.float32) * 100
-    lab = np.concatenate([base, base + np.float32(1e-3)])
-    x = base[rng.integers(0, 50, 3000)] + rng.standard_normal((3000, 16)).astype(np.float32) * 1e-2
+    x, lab = near_tie_points()
     state = DeviceMinDistances(x, lab, gamma=_gamma(16), device="cuda", labeled_knn=labeled_knn)
-    picks = []
-    for _ in range(40):
-        _, i = state.farthest()
-        picks.append(i)
-        state.pick(i)
-    np.testing.assert_array_equal(picks, brute_kcenter(x, lab, 40)[0])
+    np.testing.assert_array_equal(loop_picks(state, 40), brute_kcenter(x, lab, 40)[0])
 
 
 @cuda
