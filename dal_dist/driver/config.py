@@ -11,6 +11,8 @@ Example (see `examples/quickstart.yaml`)::
     rounds: 3                      # or total_budget: labels in the ledger at the end (initial included)
     train: {epochs: 50, batch_size: 64, lr: 0.001}
     workers: 1                     # scoring actors
+    scoring: null                  # {gpus_per_worker, cpus_per_worker, threads_per_worker, batch_size, precision,
+                                   #  decode, overlap, start_timeout}: how each round's scoring job runs
     executor: ray                  # or local: train + score in the driver process (small pools)
     stop_at_accuracy: null         # e.g. 0.95: stop at the first round whose model reaches it
     seed: 0
@@ -217,6 +219,43 @@ class LabelStudioSection(_Strict):
         return self
 
 
+class ScoringSection(_Strict):
+    """How each round's scoring job runs: what every actor requests, its batches, precision and decode."""
+
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs each scoring actor requests (0.5: two per card; above 1 whole numbers); "
+                                "requested, not counted, so on an autoscaling cluster the actors wait for GPU nodes; "
+                                "null: share the GPUs up now, none on a CPU cluster")
+    cpus_per_worker: float | None = Field(None, ge=0, description="CPUs each actor reserves (decode threads); null: "
+                                          "a GPU actor's share of its node, a CPU actor's share of the cluster")
+    threads_per_worker: int | None = Field(None, ge=1, description="torch and decode threads per actor")
+    batch_size: int = Field(256, ge=1, description="images per scoring batch (the dropout masks are seeded per batch)")
+    precision: Literal["bf16", "fp16", "fp32"] | None = Field(
+        None, description="forward-pass autocast; null: bf16 on a GPU, fp32 on CPU (scores always float32)")
+    decode: Literal["auto", "cpu", "device"] = Field("auto", description="JPEG rows decoded by PIL (cpu) or "
+                                                     "torchvision on the actor's device; auto: device on a GPU")
+    overlap: bool | None = Field(None, description="two batches per actor: one decoded and copied while the model "
+                                 "runs the other; null: on GPU actors")
+    start_timeout: float | None = Field(None, gt=0, description="seconds to wait for the first scored batch (an "
+                                        "autoscaler adding GPU nodes) before the round fails; null: wait")
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _ray_gpu_rule(cls, g: float | None) -> float | None:
+        from dal_dist.scoring.placement import check_gpus_per_worker
+
+        if g is not None:
+            try:
+                check_gpus_per_worker(g)
+            except DalDistError as e:
+                raise ValueError(str(e).replace("--gpus-per-worker ", "").removesuffix(f", got {g}")) from None
+        return g
+
+    def score_options(self) -> dict[str, object]:
+        """`score_pool`'s keyword arguments for these settings."""
+        return self.model_dump()
+
+
 class RaySection(_Strict):
     address: str | None = Field(None, description="null: start a local Ray (or use RAY_ADDRESS)")
 
@@ -235,6 +274,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     final_train: bool = Field(True, description="after the last round, train + evaluate once more on all labels")
     workers: int = Field(1, ge=1, description="scoring actors")
+    scoring: ScoringSection | None = Field(None, description="the scoring actors' resources, batch size, precision, "
+                                           "decode; null: the defaults (executor local: threads and batches only)")
     executor: Literal["ray", "local"] = Field(
         "ray", description="ray: Ray Train + Ray Data actors; local: train and score in the driver process "
                            "(small pools and experiments, where starting Ray workers costs more than the work)")
@@ -267,7 +308,21 @@ class RunConfig(_Strict):
         if not STRATEGIES[self.strategy.name].learning_loss and self.train.learning_loss:
             raise ValueError("train.learning_loss is only meaningful with strategy learning_loss")
         self._check_frozen_backbone()
+        self._check_scoring()
         return self
+
+    def _check_scoring(self) -> None:
+        """Scoring settings only where something uses them."""
+        if self.scoring is None:
+            return
+        given = self.scoring.model_fields_set
+        actors = [k for k in ("gpus_per_worker", "cpus_per_worker", "start_timeout") if k in given]
+        if self.executor == "local" and actors:
+            raise ValueError(f"scoring.{actors[0]} sizes Ray actors; executor: local scores in the driver process")
+        images = [k for k in ("batch_size", "precision", "decode", "overlap", *actors) if k in given]
+        if self.model.frozen and images:
+            raise ValueError(f"scoring.{images[0]} applies to scoring images; a frozen-backbone run scores a head "
+                             "on cached embeddings in the driver (scoring.threads_per_worker only)")
 
     def _check_frozen_backbone(self) -> None:
         """A frozen-backbone run names its embeddings and uses no part of the image pipeline."""
@@ -311,8 +366,9 @@ class RunConfig(_Strict):
         for key in ("sraal", "bgadl", *OPTIONAL_STRATEGY_FIELDS):  # absent unless set: older runs' hashes stay valid
             if body["strategy"].get(key) is None:
                 body["strategy"].pop(key, None)
-        if body.get("label_studio") is None:  # the same for the human oracle's Label Studio options
-            body.pop("label_studio", None)
+        for key in ("label_studio", "scoring"):  # the same for sections added later (human oracle, scoring)
+            if body.get(key) is None:
+                body.pop(key, None)
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
@@ -334,7 +390,7 @@ def parse_config(data: object, source: str = "config") -> RunConfig:
         lines = []
         for err in e.errors():
             key = _key_path(err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
                                              and not isinstance(err.get("input"), dict) else ""))
         raise DalDistError(f"{source}: " + "; ".join(lines)) from None

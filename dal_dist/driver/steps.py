@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from dal_dist.atomic import write_json_atomic
 from dal_dist.driver import layout
+from dal_dist.driver.config import ScoringSection
 from dal_dist.driver.ledger import LabelLedger
 from dal_dist.driver.state import RunState, reached_target
 from dal_dist.driver.strategies import SELECTOR_FILE, STRATEGIES, Strategy
@@ -298,14 +299,16 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
                          acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, labeled=labeled,
                          embed_labeled=ctx.strategy.embed_labeled, seed=round_seed(ctx.cfg.seed, r, "score"),
                          overwrite=True, keep_probs=ctx.strategy.keep_probs, exclude=exclude,
-                         write_embedding=ctx.strategy.reads_embeddings)
+                         write_embedding=ctx.strategy.reads_embeddings,
+                         threads=ctx.cfg.scoring.threads_per_worker if ctx.cfg.scoring else None)
         return
     ctx.ensure_ray_for_executor()
     score_pool(ctx.s.pool, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
                acquisitions=ctx.strategy.acquisitions(st.by), mc_samples=st.mc_samples, workers=ctx.cfg.workers,
                labeled=labeled, embed_labeled=ctx.strategy.embed_labeled,
                seed=round_seed(ctx.cfg.seed, r, "score"), overwrite=True, progress=False,
-               executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs, exclude=exclude)
+               executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs, exclude=exclude,
+               **(ctx.cfg.scoring or ScoringSection()).score_options())
 
 
 # ----------------------------------------------------------------------------------------- select

@@ -22,7 +22,7 @@ from dal_dist.interrupts import sigterm_raises
 from dal_dist.scoring.embed import EmbeddingsInfo, embedding_matrix, embeddings_info
 from dal_dist.scoring.pipeline import (ScoreSummary, ScoringPlan, check_arguments, check_model_fits, check_output,
                                        count_in_pool, exclude_rows, run_local)
-from dal_dist.scoring.scorer import BatchScorer
+from dal_dist.scoring.scorer import BatchScorer, PreparedBatch
 
 EMBEDDING_BATCH_ROWS = 65_536  # rows read per batch: a head costs little per row, Arrow overhead a lot per batch
 
@@ -30,10 +30,13 @@ EMBEDDING_BATCH_ROWS = 65_536  # rows read per batch: a head costs little per ro
 class BatchHeadScorer(BatchScorer):
     """`BatchScorer` whose inputs are the `embedding` rows of an embeddings dataset instead of images."""
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def prepare(self, batch: pa.Table) -> PreparedBatch:
         batch, is_labeled = self.without_labeled(batch)
-        x = torch.from_numpy(embedding_matrix(batch.column("embedding"), self.config.in_channels)).to(self.device)
-        return self.reported(self.score_inputs(batch.column("id").to_numpy(), x, is_labeled))
+        if batch.num_rows == 0:
+            return PreparedBatch(batch.column("id").to_numpy(), None, is_labeled)
+        with self.copy_stream():
+            x = self.to_device(embedding_matrix(batch.column("embedding"), self.config.in_channels))
+            return self.prepared(batch.column("id").to_numpy(), x, is_labeled)
 
 
 def score_embeddings(embeddings: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,

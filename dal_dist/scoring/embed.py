@@ -35,12 +35,9 @@ class BatchEmbedder(BatchScorer):
     """`BatchScorer`'s decode → preprocess → backbone, and only that: `id, embedding` per row."""
 
     @torch.inference_mode()
-    def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
-        from dal_dist.models import preprocess
-
+    def score_inputs(self, ids: np.ndarray, x: torch.Tensor, is_labeled: np.ndarray | None = None) -> pa.Table:
         if len(ids) == 0:
             return self.empty_table()
-        x = preprocess(self.to_device(images), self.config)
         with self.autocast():
             f = self.model.features(x).float()
         emb = f.to(torch.float16 if self.embedding_dtype == np.float16 else torch.float32).cpu().numpy()

@@ -33,7 +33,8 @@ from dal_dist.scoring.placement import (check_fits_local_cluster, check_gpus_per
                                         plan_cpus)
 from dal_dist.scoring.publish import REJECTS_DIR, abandon, check_replaceable, make_staging, publish
 from dal_dist.scoring.scorer import (EMBEDDING_DTYPES, EMBEDDING_SOURCES, MAX_MC_SAMPLES, BatchScorer,
-                                     check_batch_memory, check_channels, check_decode, check_precision)
+                                     check_batch_memory, check_channels, check_decode, check_precision,
+                                     resolve_overlap, score_batches)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class ScoringPlan:
     write_embedding: bool = True  # off: no `embedding` column (a top-k round over cached embeddings)
     precision: str | None = None  # forward-pass autocast: bf16, fp16, fp32; None: bf16 on CUDA, fp32 on CPU
     decode: str = "auto"  # JPEG rows: auto (on the device when it is CUDA), cpu (PIL) or device (torchvision)
+    overlap: bool | None = None  # decode/copy of batch i+1 beside compute of batch i; None: on GPU actors only
 
     @property
     def expected(self) -> int:
@@ -126,7 +128,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                seed: int = 0, overwrite: bool = False, progress: bool = True,
                executor: str = "ray", address: str | None = None, keep_probs: bool = False,
                start_timeout: float | None = None, exclude: np.ndarray | None = None,
-               precision: str | None = None, decode: str = "auto") -> ScoreSummary:
+               precision: str | None = None, decode: str = "auto", overlap: bool | None = None) -> ScoreSummary:
     """Score every unlabeled image of a Parquet pool on a Ray cluster; write one row per id.
 
     Every argument, path and the checkpoint/pool fit are checked before Ray starts; Ray is started
@@ -141,7 +143,9 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
     they must not be `labeled` too. `precision` (bf16, fp16, fp32) is the forward passes' autocast, default
     bf16 on a GPU and fp32 on CPU; the scores are always computed in float32 from the softmax. `decode`:
     where JPEG rows are decoded, "cpu" (PIL, row by row), "device" (torchvision, batched, on each actor's
-    device; `pool.jpeg`) or "auto" (the device when it is a GPU).
+    device; `pool.jpeg`) or "auto" (the device when it is a GPU). `overlap`: each actor takes two batches at
+    a time, decoding and copying one while the model runs the other (`BatchScorer`); None (default) does so
+    on GPU actors, where the card would otherwise wait for the host, and not on CPU, where both share cores.
     """
     t_call = time.time()
     if start_timeout is not None and not start_timeout > 0:
@@ -156,6 +160,7 @@ def score_pool(pool: str | os.PathLike, checkpoint: str | os.PathLike, out: str 
                         embed_labeled=embed_labeled, embedding_source=embedding_source,
                         embedding_dtype=embedding_dtype, batch_size=batch_size, seed=seed, overwrite=overwrite)
     plan.keep_probs, plan.precision, plan.decode = bool(keep_probs), check_precision(precision), decode
+    plan.overlap = None if overlap is None else bool(overlap)
     exclude_rows(plan, exclude)
     if executor == "local":
         with sigterm_raises():
@@ -342,7 +347,7 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,
                          seed=plan.seed, threads=threads, rejects_dir=None, device=None, keep_probs=plan.keep_probs,
                          exclude_ids=plan.exclude_ids, write_embedding=plan.write_embedding,
-                         precision=plan.precision, decode=plan.decode)
+                         precision=plan.precision, decode=plan.decode, overlap=plan.overlap)
     staging = None
     first = None
     try:
@@ -354,8 +359,9 @@ def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
             parts: list[pa.Table] = []
             try:
                 pf = pq.ParquetFile(fsx.open_input(f))
-                for batch in pf.iter_batches(batch_size=plan.batch_size, columns=cols):
-                    out_part = scorer(pa.Table.from_batches([batch]))
+                batches = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=plan.batch_size,
+                                                                                  columns=cols))
+                for out_part in score_batches(scorer, batches):
                     if out_part.num_rows:  # a batch of labeled rows only comes back empty (other schema)
                         parts.append(out_part)
                     first = first or time.time()
@@ -392,6 +398,7 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
     res = plan_actor_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus)
     cpus, threads = gpu_actor_cpus(nodes, res.num_gpus, (cpus, threads), cpus_per_worker, threads_per_worker)
     res = ActorResources(num_cpus=cpus, num_gpus=res.num_gpus)
+    overlap = resolve_overlap(plan.overlap, res.device)
     ckpt_ref = ray.put(plan.checkpoint.read_bytes())
     labeled_ref = ray.put(plan.labeled_ids) if plan.labeled_ids is not None else None
     exclude_ref = ray.put(plan.exclude_ids) if plan.exclude_ids is not None else None
@@ -409,8 +416,10 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
                 threads=threads, rejects_dir=fsx.join(staging, REJECTS_DIR), progress=tracker,
                 device=res.device, keep_probs=plan.keep_probs,
                 exclude_ids=[exclude_ref] if exclude_ref is not None else None,
-                write_embedding=plan.write_embedding, precision=plan.precision, decode=plan.decode),
-            batch_size=plan.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+                write_embedding=plan.write_embedding, precision=plan.precision, decode=plan.decode,
+                overlap=overlap),
+            batch_size=plan.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers, **actor_calls(overlap)),
             **res.map_batches_kwargs(), **actor_runtime_env(ray, plan.runtime_env),
         )
         with StartWatchdog(ray, tracker, workers, res, start_timeout) as watchdog:
@@ -429,6 +438,12 @@ def run_ray(ray: Any, plan: ScoringPlan, *, workers: int, gpus_per_worker: float
             ray.kill(tracker)
     steady = (rows - first_rows) / (last - first) if first and last and last > first else None
     return plan.summary(written, rejects, t_call, first, steady, workers=workers)
+
+
+def actor_calls(overlap: bool) -> dict[str, Any]:
+    """`ActorPoolStrategy` kwargs for overlap: two calls at a time per actor, both in the UDF (the scorer's lock
+    keeps the model to one), so one batch is decoded and copied while the other computes."""
+    return {"max_concurrent_calls_per_actor": 2, "enable_true_multi_threading": True} if overlap else {}
 
 
 def actor_runtime_env(ray: Any, env: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,10 +8,14 @@ into sub-batches of `mc_chunk_rows` images when a whole batch would not fit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
+import threading
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +59,12 @@ def check_decode(decode: str) -> str:
     return decode
 
 
+def resolve_overlap(overlap: bool | None, device: Any) -> bool:
+    """Whether batch i+1's decode and copy run beside batch i's compute: as asked, else on CUDA only (on a CPU
+    the two would share the same cores)."""
+    return bool(overlap) if overlap is not None else getattr(device, "type", str(device)) == "cuda"
+
+
 def fetched(value: Any) -> Any:
     """An actor argument as itself: Ray hands large ones over as [ObjectRef] (nested, so it is fetched once)."""
     if isinstance(value, list):
@@ -62,13 +72,29 @@ def fetched(value: Any) -> Any:
 
         return ray.get(value[0])
     return value
+
+
 CONVERTIBLE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: decode converts any of these into any other
+
+
+@dataclass
+class PreparedBatch:
+    """A batch's model inputs on the scoring device, ready to score: what `prepare` hands `score_prepared`."""
+
+    ids: np.ndarray  # int64 (n,)
+    x: torch.Tensor | None  # model inputs on the device; None when no row is left to score
+    is_labeled: np.ndarray  # bool (n,): embedding only
+    ready: Any = None  # CUDA event recorded after the copy on the preparing thread's stream; None elsewhere
 
 
 class BatchScorer:
     """Decode → preprocess → backbone once → T head samples → acquisition scores, one Arrow batch at a time.
 
-    Built once per actor: the checkpoint bytes arrive once (object store), not with every batch.
+    Built once per actor: the checkpoint bytes arrive once (object store), not with every batch. A call is
+    two steps: `prepare` (decode, rejects, copy to the device, preprocess) and `score_prepared` (the model).
+    Two calls may run at once on two threads (Ray Data's multi-threaded actors, `score_batches`): the
+    model runs one batch at a time under a lock, so batch i+1 is decoded and copied while batch i computes,
+    on its own CUDA stream; scores do not depend on the overlap (dropout seeded per batch).
     """
 
     def __init__(self, checkpoint: bytes | Any, acquisitions: list[str], mc_samples: int = 20,
@@ -77,7 +103,8 @@ class BatchScorer:
                  threads: int | None = None, rejects_dir: fsx.Location | None = None,
                  progress: Any | None = None, device: str | None = None, head_bytes: int | None = None,
                  keep_probs: bool = False, exclude_ids: np.ndarray | Any | None = None,
-                 write_embedding: bool = True, precision: str | None = None, decode: str = "auto"):
+                 write_embedding: bool = True, precision: str | None = None, decode: str = "auto",
+                 overlap: bool | None = None):
         from dal_dist.models import load_checkpoint
 
         checkpoint, labeled_ids, exclude_ids = fetched(checkpoint), fetched(labeled_ids), fetched(exclude_ids)
@@ -114,8 +141,15 @@ class BatchScorer:
         self.progress = progress
         self.keep_probs = keep_probs  # BADGE (Ash et al. 2020): `probs`, the softmax with dropout off
         self.write_embedding = write_embedding  # off: a top-k round over cached embeddings need not copy them
+        self.overlap = resolve_overlap(overlap, self.device)  # what `score_batches` does in one process
+        self.model_lock = threading.Lock()  # one batch in the model at a time, whatever the threads
+        self.streams = threading.local()  # each preparing thread's CUDA copy stream
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.score_prepared(self.prepare(batch))
+
+    def prepare(self, batch: pa.Table) -> PreparedBatch:
+        """The batch's rows to score, decoded (bad rows written as rejects) and on the device as model inputs."""
         from dal_dist.pool import decode_photos, decode_photos_on_device
 
         batch, is_labeled = self.without_labeled(batch)
@@ -123,16 +157,43 @@ class BatchScorer:
         # With device decode the JPEG rows are decoded together on the scoring device, the images stay there.
         # Rows PIL decodes are spread over the actor's threads (its CPUs: what feeds a GPU actor).
         threads = torch.get_num_threads()
-        if self.device_decode:
-            decoded = decode_photos_on_device(batch, self.config.image_size, self.config.in_channels, self.device,
-                                              threads)
-        else:
-            decoded = decode_photos(batch, self.config.image_size, self.config.in_channels, threads)
-        if len(decoded.reject_ids):
-            self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
-            keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
-            is_labeled = is_labeled[keep]
-        return self.reported(self.score_images(decoded.ids, decoded.images, is_labeled))
+        with self.copy_stream():
+            if self.device_decode:
+                decoded = decode_photos_on_device(batch, self.config.image_size, self.config.in_channels,
+                                                  self.device, threads)
+            else:
+                decoded = decode_photos(batch, self.config.image_size, self.config.in_channels, threads)
+            if len(decoded.reject_ids):
+                self.write_rejects(decoded.reject_ids, decoded.reject_reasons)
+                keep = ~np.isin(batch.column("id").to_numpy(), decoded.reject_ids)
+                is_labeled = is_labeled[keep]
+            return self.prepared(decoded.ids, self.image_inputs(decoded.images) if len(decoded.ids) else None,
+                                 is_labeled)
+
+    def copy_stream(self) -> Any:
+        """On CUDA, this thread's own stream for decode and copy (so they run beside another batch's compute)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        if getattr(self.streams, "stream", None) is None:
+            self.streams.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self.streams.stream)
+
+    def prepared(self, ids: np.ndarray, x: torch.Tensor | None, is_labeled: np.ndarray) -> PreparedBatch:
+        """`PreparedBatch`, with an event marking the end of its copy when made on a CUDA stream."""
+        ready = None
+        if x is not None and self.device.type == "cuda":
+            ready = torch.cuda.Event()
+            ready.record()  # on the current stream: the preparing thread's copy stream
+        return PreparedBatch(ids, x, is_labeled, ready)
+
+    def score_prepared(self, p: PreparedBatch) -> pa.Table:
+        """Score a prepared batch: the model, one batch at a time, after the batch's copy has finished."""
+        with self.model_lock:
+            if p.ready is not None:
+                torch.cuda.current_stream(self.device).wait_event(p.ready)
+                p.x.record_stream(torch.cuda.current_stream(self.device))  # freed only once compute is done
+            return self.reported(self.score_inputs(p.ids, p.x, p.is_labeled) if p.x is not None
+                                 else self.empty_table())
 
     def reported(self, out: pa.Table) -> pa.Table:
         """`out`, its rows counted on the job's progress actor (when there is one)."""
@@ -159,15 +220,19 @@ class BatchScorer:
 
     def score_images(self, ids: np.ndarray, images: np.ndarray, is_labeled: np.ndarray | None = None) -> pa.Table:
         """Score uint8 N×H×W×C images; rows flagged labeled get an embedding only (scores null)."""
-        from dal_dist.models import preprocess
-
         if len(ids) == 0:
             return self.empty_table()
-        with torch.inference_mode():
-            x = preprocess(self.to_device(images), self.config)
-            if self.device.type == "cuda" and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-        return self.score_inputs(ids, x, is_labeled)
+        return self.score_inputs(ids, self.image_inputs(images), is_labeled)
+
+    @torch.inference_mode()
+    def image_inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 N×H×W×C images as the model's inputs on its device (channels_last on CUDA)."""
+        from dal_dist.models import preprocess
+
+        x = preprocess(self.to_device(images), self.config)
+        if self.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 images on the scoring device: from pinned memory, without blocking, on CUDA; a tensor decoded
@@ -253,6 +318,24 @@ class BatchScorer:
         name = f"part-{int(ids.min())}-{hashlib.sha1(ids.tobytes()).hexdigest()[:12]}.parquet"
         fsx.write_table_atomic(fsx.join(self.rejects_dir, name),
                                pa.table({"id": pa.array(ids, pa.int64()), "reason": pa.array(reasons, pa.string())}))
+
+
+def score_batches(scorer: BatchScorer, batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Each batch's scores, in order; with `scorer.overlap`, batch i+1 is prepared on a second thread while
+    batch i is in the model (the in-process counterpart of Ray Data's two calls per actor)."""
+    if not scorer.overlap:
+        for batch in batches:
+            yield scorer(batch)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="dal-dist-prepare") as pool:
+        pending = None
+        for batch in batches:
+            following = pool.submit(scorer.prepare, batch)
+            if pending is not None:
+                yield scorer.score_prepared(pending.result())
+            pending = following
+        if pending is not None:
+            yield scorer.score_prepared(pending.result())
 
 
 def output_schema(acquisitions: list[str], embed_dim: int, embedding_dtype: Any = np.float16,

@@ -113,3 +113,30 @@ def test_config_files_that_are_not_utf8_yaml_or_repeat_a_key(tmp_path):
 
     with pytest.raises(DalDistError, match="not a dal-dist run config"):
         run_status(foreign)
+
+
+def test_scoring_section_sets_each_rounds_scoring_job_and_leaves_older_hashes_alone():
+    plain = parse_config(BASE)
+    assert plain.scoring is None and "scoring" not in plain.canonical_json()  # runs made before it: same hash
+    cfg = parse_config({**BASE, "scoring": {"gpus_per_worker": 0.5, "cpus_per_worker": 6, "batch_size": 512,
+                                            "precision": "fp16", "decode": "device", "start_timeout": 600}})
+    assert cfg.scoring.score_options() == {"gpus_per_worker": 0.5, "cpus_per_worker": 6, "threads_per_worker": None,
+                                           "batch_size": 512, "precision": "fp16", "decode": "device",
+                                           "overlap": None, "start_timeout": 600}
+    assert cfg.config_hash() != plain.config_hash()  # batch size and precision change the scores
+    assert parse_config({**BASE, "scoring": {"gpus_per_worker": 2}}).scoring.gpus_per_worker == 2
+
+
+@pytest.mark.parametrize("scoring, over, message", [
+    ({"gpus_per_worker": 1.5}, {}, "scoring.gpus_per_worker: above 1 must be a whole number (Ray's rule) (got 1.5)"),
+    ({"gpus_per_worker": -1}, {}, "scoring.gpus_per_worker:"),
+    ({"batch_size": 0}, {}, "scoring.batch_size:"),
+    ({"precision": "int8"}, {}, "scoring.precision:"),
+    ({"decode": "gpu"}, {}, "scoring.decode:"),
+    ({"bach_size": 64}, {}, "scoring.bach_size: unknown key"),
+    ({"gpus_per_worker": 1}, {"executor": "local"}, "scoring.gpus_per_worker sizes Ray actors; executor: local"),
+    ({"batch_size": 64}, {"model": {"backbone": "frozen", "embeddings": "e"}}, "scoring.batch_size applies to "
+                                                                               "scoring images"),
+])
+def test_scoring_settings_that_cannot_apply_are_refused_by_key(scoring, over, message):
+    assert message in _err({**BASE, **over, "scoring": scoring})

@@ -47,7 +47,8 @@ def test_bald_rounds_on_cached_embeddings_decode_no_image(tmp_path, embedded, mo
 
     monkeypatch.setattr("dal_dist.driver.steps.read_images", no_decode)
     monkeypatch.setattr("dal_dist.driver.steps.read_labeled_images", no_decode)
-    monkeypatch.setattr("dal_dist.scoring.scorer.BatchScorer.score_images", no_decode)
+    monkeypatch.setattr("dal_dist.scoring.scorer.BatchScorer.image_inputs", no_decode)
+    monkeypatch.setattr("dal_dist.pool.decode_photos", no_decode)
     out = run(parse_config(_config(embedded, "bald")), tmp_path / "run")
     assert out.status == "done"
     ledger = LabelLedger(tmp_path / "run").table()

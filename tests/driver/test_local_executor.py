@@ -100,6 +100,28 @@ def test_local_run_with_subset_and_stop_at_accuracy(pools, tmp_path):
     assert again.status == "done" and LabelLedger(rd).count() == st["labels"]
 
 
+def test_the_scoring_section_shapes_each_rounds_scoring_job(pools, tmp_path):
+    """scoring.batch_size reaches the job: the round's scores are score_pool's at that batch size (the dropout
+    masks are seeded per batch, so another size gives other scores), with overlap on."""
+    from dal_dist.driver.steps import round_seed
+    from dal_dist.models.checkpoint import CHECKPOINT_FILE
+
+    pool, test = pools
+    over = {"rounds": 1, "scoring": {"batch_size": 50, "threads_per_worker": 1, "overlap": True}}
+    rd = tmp_path / "run"
+    assert run(parse_config(small_config(pool, test, **over)), rd).status == "done"
+    r1 = rd / "rounds" / "001"
+    labeled = LabelLedger(rd).ids(before_round=1)
+    seed = round_seed(3, 1, "score")
+    got = read_scores_table(r1 / "scores").sort_by("id")
+    for batch_size, same in ((50, True), (256, False)):
+        score_pool(pool, r1 / CHECKPOINT_FILE, tmp_path / f"s{batch_size}", acquisitions="bald", mc_samples=4,
+                   labeled=labeled, seed=seed, batch_size=batch_size, executor="local")
+        want = read_scores_table(tmp_path / f"s{batch_size}").sort_by("id")
+        assert got.column("id").equals(want.column("id"))
+        assert got.column("bald").equals(want.column("bald")) == same
+
+
 def test_kcenter_on_a_random_subset_keeps_every_labeled_row_as_a_center(pools, tmp_path):
     pool, test = pools
     over = {"executor": "local", "strategy": {"name": "kcenter", "mc_samples": 2, "subset": 60},
