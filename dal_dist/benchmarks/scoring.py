@@ -102,16 +102,18 @@ def _rate(fn: Any, n_images: int, repeats: int) -> float:
 def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_samples: int = 20,
         batch_size: int = 256, pipeline_n: int = 16384, workers: int = 1, repeats: int = 3,
         seed: int = 0, pipeline: bool = True, device: str | None = None,
-        precision: str | None = None, source: str = "raw", decode: str = "auto") -> dict[str, Any]:
+        precision: str | None = None, source: str = "raw", decode: str = "auto",
+        overlap: bool | None = None) -> dict[str, Any]:
     """Measure the three throughputs in one process and return them with their ratios.
 
-    `source`: "raw" (model-size pixels, no decode) or "jpeg" (photos decoded as `decode` says).
+    `source`: "raw" (model-size pixels, no decode) or "jpeg" (photos decoded as `decode` says; BALD then
+    through `score_batches`, batch i+1 decoded beside batch i's compute where `overlap` says).
     """
     from dal_dist.device import device_name, torch_device
     from dal_dist.models import CHECKPOINT_FILE, build_model, default_config, save_checkpoint
     from dal_dist.scoring import BatchScorer
     from dal_dist.pool import decode_photos, decode_photos_on_device
-    from dal_dist.scoring.scorer import resolve_precision
+    from dal_dist.scoring.scorer import resolve_precision, score_batches
 
     dev = torch_device(device)
     precision = resolve_precision(precision, dev)
@@ -130,9 +132,10 @@ def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_s
         ckpt = Path(tmp) / CHECKPOINT_FILE
         save_checkpoint(net, ckpt)
         scorer = BatchScorer(ckpt.read_bytes(), ["bald"], mc_samples=mc_samples, device=str(dev),
-                             precision=precision, decode=decode)
+                             precision=precision, decode=decode, overlap=overlap)
         on_device = scorer.device_decode  # auto: on the device when it is CUDA
         result["decode"] = "device" if on_device else "cpu"
+        result["overlap"] = scorer.overlap
         from dal_dist.models import preprocess
 
         batches: list[pa.Table] = []
@@ -159,8 +162,8 @@ def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_s
 
         def bald() -> None:
             if source == "jpeg":
-                for b in batches:
-                    scorer(b)  # the actors' whole call: decode, score, Arrow output
+                for _ in score_batches(scorer, batches):  # the actors' whole call: decode, score, Arrow output
+                    pass
             else:
                 for s in range(0, n, batch_size):
                     scorer.score_images(ids[s:s + batch_size], images[s:s + batch_size])
@@ -181,14 +184,14 @@ def run(model: str = "resnet18-small", image_size: int = 32, n: int = 1024, mc_s
         if pipeline:
             result.update(_pipeline(Path(tmp), ckpt, pipeline_n, image_size, channels, mc_samples,
                                     batch_size, workers, seed, 1 if dev.type == "cuda" else 0, precision,
-                                    source, decode))
+                                    source, decode, overlap))
             result["pipeline_vs_bald"] = result["pipeline_img_s"] / result["bald_img_s"]
     return result
 
 
 def _pipeline(tmp: Path, ckpt: Path, n: int, size: int, channels: int, mc_samples: int, batch_size: int,
               workers: int, seed: int, gpus: float = 0, precision: str | None = None, source: str = "raw",
-              decode: str = "auto") -> dict[str, Any]:
+              decode: str = "auto", overlap: bool | None = None) -> dict[str, Any]:
     import ray
 
     from dal_dist.scoring import score_pool
@@ -209,7 +212,8 @@ def _pipeline(tmp: Path, ckpt: Path, n: int, size: int, channels: int, mc_sample
     ray_data_warmup_s = time.time() - t
     s = score_pool(pool, ckpt, tmp / "scores", acquisitions=["bald"], mc_samples=mc_samples,
                    workers=workers, batch_size=batch_size, seed=seed, progress=False,
-                   gpus_per_worker=gpus / workers if gpus else 0, precision=precision, decode=decode)
+                   gpus_per_worker=gpus / workers if gpus else 0, precision=precision, decode=decode,
+                   overlap=overlap)
     return {"pipeline_n": n, "pipeline_workers": workers, "pipeline_img_s": s.steady_images_per_s,
             "pipeline_startup_s": s.startup_s, "pipeline_total_s": s.seconds,
             "pipeline_overall_img_s": s.images_per_s, "ray_init_s": ray_init_s,

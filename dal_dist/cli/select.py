@@ -39,6 +39,9 @@ def select(
     distributed: bool = typer.Option(False, "--distributed", help="kcenter, badge, typiclust, cluster_margin on Ray shard "
                                      "actors (same picks as one node)."),
     workers: int = typer.Option(2, "--workers", help="Shard actors with --distributed."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="kcenter --distributed: GPUs each shard "
+                                          "actor requests (default: share the cluster's GPUs, none on a CPU "
+                                          "cluster or with --device cpu)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda."),
     storage_dtype: str = typer.Option(None, "--storage-dtype",
                                       help="k-center storage: float32, float16, bfloat16 (default: as stored)."),
@@ -59,15 +62,20 @@ def select(
             checks.nonempty(flag, value, what)
     check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype,
                            beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
-                           mc_samples=mc_samples, distributed=distributed)
+                           mc_samples=mc_samples, distributed=distributed, gpus_per_worker=gpus_per_worker)
     inputs = (scores, pool, labeled, cluster_file, checkpoint)
     check_selection_out(out, inputs, overwrite)  # before any (possibly long) selection work
     if distributed:
-        checks.check_local_workers("--workers", workers, starts_local_cluster(address))
+        local = starts_local_cluster(address)
+        checks.check_local_workers("--workers", workers, local)
+        if local and gpus_per_worker:  # nothing would add the GPUs: the shards would wait forever
+            from dal_dist.scoring.placement import check_fits_local_cluster, local_cluster_ceiling
+
+            check_fits_local_cluster(local_cluster_ceiling(), workers, gpus_per_worker, started=False)
         connect(address)
     table = run_select(strategy, k, scores=scores, pool=pool, labeled=labeled, by=by, candidates=candidates,
                        seed=seed, distributed=distributed, workers=workers, device=device,
                        storage_dtype=storage_dtype, beta=beta, clusters=clusters, cluster_file=cluster_file,
-                       checkpoint=checkpoint, mc_samples=mc_samples)
+                       checkpoint=checkpoint, mc_samples=mc_samples, gpus_per_worker=gpus_per_worker)
     write_selection(table, out, overwrite=overwrite, inputs=inputs)
     typer.echo(json.dumps({"strategy": strategy, "k": table.num_rows, "out": str(out)}))

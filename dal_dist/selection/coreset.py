@@ -19,7 +19,8 @@ from dal_dist.selection.topk import check_k
 
 def select_kcenter(scores: str | os.PathLike, k: int, *, labeled_ids: np.ndarray | None = None, seed: int = 0,
                    distributed: bool = False, workers: int = 2, device: str | None = "auto",
-                   storage_dtype: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   storage_dtype: str | None = None,
+                   gpus_per_worker: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, radii): k-center over a scores dataset, single node or on `workers` Ray shard actors."""
     scan = scan_scores(scores, labeled_ids=labeled_ids)
     check_k(k, scan.num_candidates)
@@ -27,7 +28,7 @@ def select_kcenter(scores: str | os.PathLike, k: int, *, labeled_ids: np.ndarray
         from dal_dist.selection.kcenter_sharded import kcenter_greedy_sharded  # imports Ray
 
         return kcenter_greedy_sharded(scan, k, workers=workers, seed=seed, device=device,
-                                      storage_dtype=storage_dtype)
+                                      storage_dtype=storage_dtype, gpus_per_worker=gpus_per_worker)
     emb = load_embeddings(scan.files, [~m for m in scan.labeled], scan.dim, storage_dtype, scan.ids)
     lab = load_embeddings(scan.files, scan.labeled, scan.dim, storage_dtype, scan.ids) if scan.num_labeled else None
     picks, radii = kcenter_greedy(emb, lab, k, seed=seed, device=device, storage_dtype=storage_dtype)

@@ -55,7 +55,7 @@ def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int
                            storage_dtype: str | None = None, beta: float | None = None,
                            clusters: int | None = None, cluster_file: str | os.PathLike | None = None,
                            checkpoint: str | os.PathLike | None = None, mc_samples: int | None = None,
-                           distributed: bool = False) -> None:
+                           distributed: bool = False, gpus_per_worker: float | None = None) -> None:
     """Every plain argument of `select` in range, whatever the strategy uses, before any file is read."""
     if strategy not in STRATEGIES:
         raise DalDistError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -79,10 +79,37 @@ def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int
     if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
         raise DalDistError(f"storage_dtype (--storage-dtype) = {storage_dtype!r}: expected one of "
                            f"{', '.join(STORAGE_DTYPES)}")
+    if gpus_per_worker is not None:
+        check_shard_gpus(strategy, gpus_per_worker, distributed, device)
     if device not in (None, "auto"):
         from dal_dist.device import torch_device
 
-        torch_device(device)  # an unknown name, or cuda without a GPU: refused here, not inside a kernel
+        if distributed:  # the shard actors hold the GPUs, not this process: the name only
+            check_device_name(device)
+        else:
+            torch_device(device)  # an unknown name, or cuda without a GPU: refused here, not inside a kernel
+
+
+def check_device_name(device: str) -> None:
+    """A device name torch knows (auto, cpu, cuda, cuda:N), whatever this machine has."""
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DalDistError(f"device {device!r}: not a device name; expected auto, cpu, cuda or cuda:N") from None
+
+
+def check_shard_gpus(strategy: str, gpus_per_worker: float, distributed: bool, device: str | None) -> None:
+    """--gpus-per-worker sizes k-center's shard actors (the only shards whose work runs on a GPU)."""
+    from dal_dist.scoring.placement import check_gpus_per_worker
+
+    if not distributed or strategy != "kcenter":
+        raise DalDistError(f"--gpus-per-worker sizes the shard actors of --distributed kcenter, not "
+                           f"{'a single-node ' if not distributed else ''}{strategy}")
+    if check_gpus_per_worker(gpus_per_worker) > 0 and device == "cpu":
+        raise DalDistError(f"--gpus-per-worker {gpus_per_worker} with --device cpu: the shards would hold GPUs and "
+                           "leave them idle; use --device auto or cuda")
 
 
 def check_option_users(strategy: str, **options: object) -> None:
@@ -99,11 +126,11 @@ def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
            distributed: bool = False, workers: int = 2, device: str | None = "auto",
            storage_dtype: str | None = None, beta: float | None = None, clusters: int | None = None,
            cluster_file: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-           mc_samples: int | None = None) -> pa.Table:
+           mc_samples: int | None = None, gpus_per_worker: float | None = None) -> pa.Table:
     """Run one strategy and return the selection table (`id` in pick order, `radius`/`score` where defined)."""
     check_select_arguments(strategy, k, seed=seed, workers=workers, device=device, storage_dtype=storage_dtype,
                            beta=beta, clusters=clusters, cluster_file=cluster_file, checkpoint=checkpoint,
-                           mc_samples=mc_samples, distributed=distributed)
+                           mc_samples=mc_samples, distributed=distributed, gpus_per_worker=gpus_per_worker)
     if strategy == "kcenter-init":
         if pool is None:
             raise DalDistError("kcenter-init needs --pool DIR (the raw image pool)")
@@ -131,7 +158,8 @@ def select(strategy: str, k: int, *, scores: str | os.PathLike | None = None,
                                   pool=pool, checkpoint=checkpoint, mc_samples=mc_samples, device=device,
                                   distributed=distributed, workers=workers)
     ids, radii = select_kcenter(scores, k, labeled_ids=labeled_ids, seed=seed, distributed=distributed,
-                                workers=workers, device=device, storage_dtype=storage_dtype)
+                                workers=workers, device=device, storage_dtype=storage_dtype,
+                                gpus_per_worker=gpus_per_worker)
     return _table(ids, radius=radii)
 
 

@@ -24,7 +24,7 @@ from dal_dist.errors import DalDistError
 from dal_dist.ray_connect import connect
 from dal_dist.selection.io import ScoresScan, load_embeddings
 from dal_dist.selection.kcenter import first_center, min_distances
-from dal_dist.selection.shards import ShardGroup, plan_shards, shard_candidates, shard_files
+from dal_dist.selection.shards import ShardGroup, plan_shards, shard_candidates, shard_files, shard_gpus
 
 
 class KCenterShard:
@@ -90,10 +90,10 @@ class ShardActors:
     """The k-center calls on a `ShardGroup` of `KCenterShard` actors (start and steps recorded for replay)."""
 
     def __init__(self, scan: ScoresScan, shards: list[list[int]], *, device: str | None,
-                 storage_dtype: str | None, actor_cpus: float) -> None:
+                 storage_dtype: str | None, actor_cpus: float, actor_gpus: float = 0) -> None:
         self.group = ShardGroup(KCenterShard, lambda j: {**shard_files(scan, shards[j]), "dim": scan.dim,
                                                           "storage_dtype": storage_dtype, "device": device},
-                                len(shards), actor_cpus=actor_cpus)
+                                len(shards), actor_cpus=actor_cpus, actor_gpus=actor_gpus)
         self.restarts = self.group.restarts
 
     def start(self) -> tuple[np.ndarray | None, list]:
@@ -143,13 +143,17 @@ def greedy_picks(group: ShardActors, results: list, offsets: list[int], n: int, 
 
 def kcenter_greedy_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: int = 0,
                            device: str | None = "cpu", storage_dtype: str | None = None, actor_cpus: float = 1,
+                           gpus_per_worker: float | None = None,
                            stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids in pick order, radii): exact k-center over a scanned scores dataset on `workers` Ray actors,
-    the same picks as `kcenter_greedy` on one node, for datasets too large for one process."""
+    the same picks as `kcenter_greedy` on one node, for datasets too large for one process. Shards request
+    GPUs (`shard_gpus`) and run the pick loop there (`kcenter_device`) unless `device` is cpu."""
     connect()
     shards = plan_shards(scan, workers)
     offsets, cand_ids = shard_candidates(scan, shards)
-    group = ShardActors(scan, shards, device=device, storage_dtype=storage_dtype, actor_cpus=actor_cpus)
+    gpus = shard_gpus(device, gpus_per_worker, len(shards), float(ray.cluster_resources().get("GPU", 0.0)))
+    group = ShardActors(scan, shards, device=(device if device not in (None, "auto") else "cuda") if gpus else "cpu",
+                        storage_dtype=storage_dtype, actor_cpus=actor_cpus, actor_gpus=gpus)
     run = ShardedRun()
     try:
         t0 = time.perf_counter()
@@ -161,7 +165,7 @@ def kcenter_greedy_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: 
         group.kill()
     if stats is not None:
         wall, comp = np.array(run.step_wall or [0.0]), np.array(run.step_compute or [0.0])
-        stats.update(workers=len(shards), init_s=run.init_s, s_per_pick=float(wall.mean()),
+        stats.update(workers=len(shards), gpus_per_worker=gpus, init_s=run.init_s, s_per_pick=float(wall.mean()),
                      restarts=sum(group.restarts), compute_s_per_pick=float(comp.mean()),
                      overhead_s_per_pick=float((wall - comp).mean()))
     return cand_ids[picks], radii
