@@ -69,11 +69,11 @@ def shard_files(scan: ScoresScan, files: list[int]) -> dict[str, Any]:
 class PendingCall:
     """A read-only call started on one shard; `result()` waits for it (redoing it on a rebuilt shard)."""
 
-    def __init__(self, group: "ShardGroup", j: int, method: str, args: tuple, ref: Any) -> None:
-        self.group, self.j, self.method, self.args, self.ref = group, j, method, args, ref
+    def __init__(self, group: "ShardGroup", j: int, method: str, args: tuple, ref: Any, actor: int) -> None:
+        self.group, self.j, self.method, self.args, self.ref, self.actor = group, j, method, args, ref, actor
 
     def result(self) -> Any:
-        return self.group._get(self.j, self.ref, self.method, self.args, False)
+        return self.group._get(self.j, self.ref, self.method, self.args, False, self.actor)
 
 
 class ShardGroup:
@@ -88,7 +88,8 @@ class ShardGroup:
         self.make_kwargs = make_kwargs
         self.remote_cls = ray.remote(num_cpus=actor_cpus, num_gpus=actor_gpus)(body)
         self.history: list[list[tuple[str, tuple]]] = [[] for _ in range(shards)]  # state-changing calls
-        self.restarts = [0] * shards
+        self.restarts = [0] * shards  # also which actor of shard j is the live one (0: the first)
+        self.replayed: list[list] = [[] for _ in range(shards)]  # refs of the last rebuild's replayed calls
         self.actors = [self.remote_cls.remote(**make_kwargs(j)) for j in range(shards)]
 
     def __len__(self) -> int:
@@ -98,16 +99,21 @@ class ShardGroup:
         return getattr(self.actors[j], method).remote(*args)
 
     def _respawn(self, j: int, e: Exception):
-        """A new actor for shard j with every recorded call resent (refs to them, the last one's result last)."""
+        """A new actor for shard j with every recorded call resent (their refs kept in `replayed[j]`)."""
         if self.restarts[j] >= SHARD_RESTARTS:
             raise DalDistError(f"selection shard {j} died {self.restarts[j] + 1} times; giving up "
                                f"({str(e).splitlines()[0]})") from e
         self.restarts[j] += 1
         ray.kill(self.actors[j])
         self.actors[j] = self.remote_cls.remote(**self.make_kwargs(j))
-        return [self._submit(j, m, a) for m, a in self.history[j]]
+        self.replayed[j] = [self._submit(j, m, a) for m, a in self.history[j]]
 
-    def _get(self, j: int, ref, method: str, args: tuple, mutates: bool):
+    def _get(self, j: int, ref, method: str, args: tuple, mutates: bool, actor: int):
+        """`ref`'s result; if the shard's actor `actor` died, the call redone on its rebuilt successor.
+
+        Several calls in flight on one dead actor each see it die: the first rebuilds the shard, the others
+        are redone on the actor it built (rebuilding again would kill that one and what runs on it).
+        """
         while True:
             try:
                 return ray.get(ref)
@@ -116,8 +122,12 @@ class ShardGroup:
                     raise e.cause from None
                 raise
             except ray.exceptions.RayActorError as e:
-                replayed = self._respawn(j, e)  # calls on one actor run in submission order
-                ref = replayed[-1] if mutates else self._submit(j, method, args)
+                if actor == self.restarts[j]:
+                    self._respawn(j, e)  # calls on one actor run in submission order
+                actor = self.restarts[j]
+                # A state-changing call is the last one recorded (they are never in flight together): its
+                # replayed copy carries its result.
+                ref = self.replayed[j][-1] if mutates else self._submit(j, method, args)
 
     def call(self, method: str, *args: Any, per_shard: Sequence[tuple] | None = None, mutates: bool = False
              ) -> list:
@@ -126,18 +136,21 @@ class ShardGroup:
         if mutates:
             for j, a in enumerate(per):
                 self.history[j].append((method, a))
+        actors = list(self.restarts)
         refs = [self._submit(j, method, a) for j, a in enumerate(per)]
-        return [self._get(j, ref, method, per[j], mutates) for j, ref in enumerate(refs)]
+        return [self._get(j, ref, method, per[j], mutates, actors[j]) for j, ref in enumerate(refs)]
 
     def call_one(self, j: int, method: str, *args: Any, mutates: bool = False) -> Any:
         """Shard j's `method(*args)`."""
         if mutates:
             self.history[j].append((method, args))
-        return self._get(j, self._submit(j, method, args), method, args, mutates)
+        actor = self.restarts[j]
+        return self._get(j, self._submit(j, method, args), method, args, mutates, actor)
 
     def submit(self, j: int, method: str, *args: Any) -> "PendingCall":
         """Start shard j's read-only `method(*args)` without waiting (`PendingCall.result` waits)."""
-        return PendingCall(self, j, method, args, self._submit(j, method, args))
+        actor = self.restarts[j]
+        return PendingCall(self, j, method, args, self._submit(j, method, args), actor)
 
     def kill(self) -> None:
         """Stop every shard actor (their memory is the embeddings: free it as soon as the picks are made)."""

@@ -77,3 +77,21 @@ def softmax_rows(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
     z = rng.standard_normal((n, c)) * 2
     p = np.exp(z - z.max(1, keepdims=True))
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def kill_actor(actor, timeout_s: float = 30.0) -> None:
+    """`ray.kill` and wait until the actor is gone: the kill is asynchronous, and a call sent right after it
+    may still run on the old actor (a test of what follows a death would then test nothing)."""
+    import time
+
+    import ray
+
+    ray.kill(actor)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"actor {actor} still answers {timeout_s} s after ray.kill")

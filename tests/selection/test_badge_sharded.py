@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import ray
 
 from dal_dist.errors import DalDistError
 from dal_dist.selection import select
 from dal_dist.selection.badge_sharded import badge_kmeanspp_sharded, shard_of
 from dal_dist.selection.io import scan_scores
 from dal_dist.selection.shards import ShardGroup
-from selection_helpers import softmax_rows, write_scores
+from selection_helpers import kill_actor, softmax_rows, write_scores
 
 
 @pytest.fixture
@@ -84,9 +83,9 @@ def test_shard_group_rebuilds_a_killed_actor_from_its_recorded_calls(ray_local):
     try:
         for x in (1, 2, 3):
             group.call("add", x, mutates=True)
-        ray.kill(group.actors[1])
+        kill_actor(group.actors[1])
         assert group.call("get") == [6, 16]  # shard 1 respawned and its three adds replayed
-        ray.kill(group.actors[0])
+        kill_actor(group.actors[0])
         assert group.call("add", 4, mutates=True) == [10, 20]  # a state change lost with the actor is redone once
         assert group.restarts == [1, 1]
     finally:

@@ -12,7 +12,7 @@ from dal_dist.selection.cluster_margin import hac_clusters
 from dal_dist.selection.io import scan_scores
 from dal_dist.selection.kmeans import kmeans, kmeans_sample
 from dal_dist.selection.kmeans_sharded import hac_clusters_sharded, typiclust_sharded
-from selection_helpers import write_scores
+from selection_helpers import kill_actor, write_scores
 
 
 def _blobs(rng, n, centers, d, spread=8.0):
@@ -47,6 +47,38 @@ def test_typiclust_sharded_equals_single_node(ray_local, tmp_path):
         np.testing.assert_array_equal(got_ids, want.column("id").to_numpy())
         np.testing.assert_array_equal(typ, want.column("typicality").to_numpy())
         assert not set(got_ids.tolist()) & set(ids[labeled].tolist())
+
+
+def test_typiclust_picks_survive_a_shard_lost_after_staging_its_rows(ray_local, tmp_path, monkeypatch):
+    """The shard that staged the clusters' rows (and owns their object-store copies) dies before their picks are
+    made: those picks fetch the rows again through the rebuilt shard, and the selection does not change."""
+    from dal_dist.selection.shards import ShardGroup
+
+    rng = np.random.default_rng(8)
+    n = 700
+    x = _blobs(rng, n, 9, 5)
+    ids = rng.permutation(100_000)[:n].astype(np.int64)
+    path = write_scores(tmp_path / "s", ids, x, files=5)
+    want = select("typiclust", 40, scores=path, seed=2)
+    submit, call = ShardGroup.submit, ShardGroup.call
+    seen = {"typical": 0, "refetched": 0}
+
+    def submit_then_kill(self, j, method, *args):
+        seen[method] = seen.get(method, 0) + 1
+        if method == "typical" and seen["typical"] == 5:
+            kill_actor(self.actors[0])  # its staged rows go with it
+        return submit(self, j, method, *args)
+
+    def counting_call(self, method, *args, **kw):
+        seen["refetched"] += method == "unlabeled_x"
+        return call(self, method, *args, **kw)
+
+    monkeypatch.setattr(ShardGroup, "submit", submit_then_kill)
+    monkeypatch.setattr(ShardGroup, "call", counting_call)
+    got_ids, typ = typiclust_sharded(scan_scores(path), 40, workers=3, seed=2, actor_cpus=0)
+    assert seen["refetched"] >= 1  # the fallback ran
+    np.testing.assert_array_equal(got_ids, want.column("id").to_numpy())
+    np.testing.assert_array_equal(typ, want.column("typicality").to_numpy())
 
 
 def test_cluster_margin_clustering_sharded_equals_single_node(ray_local, tmp_path):
