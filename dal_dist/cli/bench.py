@@ -37,8 +37,8 @@ def scoring(
                                "around 1.15x the image size, decoded in every measurement)."),
     decode: str = typer.Option("auto", "--decode", help="With --source jpeg: cpu (PIL), device (torchvision on "
                                "the scoring device) or auto (device on a GPU)."),
-    overlap: bool = typer.Option(None, "--overlap/--no-overlap", help="Decode/copy of batch i+1 beside compute of "
-                                 "batch i (BALD with --source jpeg, and the pipeline); default: on a GPU."),
+    overlap: str = typer.Option("auto", "--overlap", help="on/off/auto: decode and copy of batch i+1 beside compute "
+                                "of batch i (BALD with --source jpeg, and the pipeline); auto: on a GPU."),
 ) -> None:
     """forward_img_s, bald_img_s, pipeline_img_s and pipeline_startup_s in one run (decode_img_s with jpeg)."""
     import tempfile
@@ -59,14 +59,14 @@ def scoring(
     from dal_dist.benchmarks import scoring as bench
 
     from dal_dist.device import torch_device
-    from dal_dist.scoring.scorer import check_decode, check_precision
+    from dal_dist.scoring.scorer import check_decode, check_overlap, check_precision
 
     check_decode(decode)
     dev = torch_device(None if device == "auto" else device)
     bench.main(model=model, image_size=image_size, n=n, mc_samples=mc_samples, batch_size=batch_size,
                pipeline_n=pipeline_n, workers=workers, repeats=repeats, seed=seed, pipeline=pipeline,
                device=str(dev), precision=check_precision(precision), source=source, decode=decode,
-               overlap=overlap)
+               overlap=check_overlap(overlap))
 
 
 @bench_app.command("kcenter")

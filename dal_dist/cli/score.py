@@ -43,13 +43,14 @@ def score(
     decode: str = typer.Option("auto", "--decode", help="Where JPEG rows are decoded: cpu (PIL, row by row), "
                                "device (torchvision, batched, on each actor's GPU or CPU) or auto (device on a "
                                "GPU, cpu otherwise); other rows always take the CPU path."),
-    overlap: bool = typer.Option(None, "--overlap/--no-overlap", help="Two batches per actor at a time: one "
-                                 "decoded and copied while the model runs the other (default: on GPU actors)."),
+    overlap: str = typer.Option("auto", "--overlap", help="on: two batches per actor at a time, one decoded and "
+                                "copied while the model runs the other; off; auto: on for GPU actors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local or RAY_ADDRESS)."),
 ) -> None:
     """Score every unlabeled image; print a JSON summary as the last line."""
     from dal_dist.scoring import score_pool
+    from dal_dist.scoring.scorer import check_overlap
 
     checks.nonempty("--pool", pool, "a pool directory")
     checks.nonempty("--out", out, "an output directory")
@@ -61,7 +62,7 @@ def score(
                          embedding_source=embedding, embedding_dtype=embedding_dtype, batch_size=batch_size,
                          seed=seed, overwrite=overwrite, address=address, keep_probs=keep_probs,
                          start_timeout=start_timeout, precision=precision, decode=decode,
-                         overlap=overlap)
+                         overlap=check_overlap(overlap))
     typer.echo(f"scored {summary.rows} rows ({summary.rejects} rejects) in {summary.seconds:.1f}s, "
                f"{summary.images_per_s:.0f} images/s -> {summary.out}", err=True)
     typer.echo(json.dumps(dataclasses.asdict(summary)))

@@ -341,7 +341,19 @@ def read_columns(files: list[str]) -> list[str]:
 # -------------------------------------------------------------------------------------- run: local
 def run_local(plan: ScoringPlan, threads: int | None, t_call: float,
               scorer_cls: type[BatchScorer] = BatchScorer) -> ScoreSummary:
-    """In-process scoring: same scorer, same staging → verify → promote; one Parquet file per pool file."""
+    """In-process scoring; the process's torch threads are as they were after it (the driver trains next)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return score_in_process(plan, threads, t_call, scorer_cls)
+    finally:
+        torch.set_num_threads(before)
+
+
+def score_in_process(plan: ScoringPlan, threads: int | None, t_call: float,
+                     scorer_cls: type[BatchScorer]) -> ScoreSummary:
+    """Same scorer, same staging → verify → promote as on Ray; one Parquet file per pool file."""
     scorer = scorer_cls(plan.checkpoint.read_bytes(), plan.acquisitions, plan.mc_samples,
                          labeled_ids=plan.labeled_ids, embed_labeled=plan.embed_labeled,
                          embedding_source=plan.embedding_source, embedding_dtype=plan.embedding_dtype,

@@ -34,6 +34,7 @@ MAX_MC_SAMPLES = 10_000
 EMBEDDING_SOURCES = ("head", "backbone")
 EMBEDDING_DTYPES = ("float16", "float32")
 PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --precision: the autocast dtype
+OVERLAPS = {"auto": None, "on": True, "off": False}  # --overlap: decode/copy of batch i+1 beside compute of i
 DECODES = ("auto", "cpu", "device")  # --decode: JPEG rows decoded on the host (PIL) or the scoring device
 
 
@@ -57,6 +58,13 @@ def check_decode(decode: str) -> str:
     if decode not in DECODES:
         raise DalDistError(f"--decode must be one of {', '.join(DECODES)}, got {decode!r}")
     return decode
+
+
+def check_overlap(overlap: str) -> bool | None:
+    """--overlap auto|on|off as `score_pool` takes it (None: decided by the actor's device), before any work."""
+    if overlap not in OVERLAPS:
+        raise DalDistError(f"--overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
+    return OVERLAPS[overlap]
 
 
 def resolve_overlap(overlap: bool | None, device: Any) -> bool:

@@ -109,7 +109,9 @@ def test_the_scoring_section_shapes_each_rounds_scoring_job(pools, tmp_path):
     pool, test = pools
     over = {"rounds": 1, "scoring": {"batch_size": 50, "threads_per_worker": 1, "overlap": True}}
     rd = tmp_path / "run"
+    threads = torch.get_num_threads()
     assert run(parse_config(small_config(pool, test, **over)), rd).status == "done"
+    assert torch.get_num_threads() == threads  # scoring's threads_per_worker did not stay for what follows
     r1 = rd / "rounds" / "001"
     labeled = LabelLedger(rd).ids(before_round=1)
     seed = round_seed(3, 1, "score")

@@ -15,7 +15,8 @@ import pytest
 
 from dal_dist.scoring import BatchScorer, read_scores_table, score_pool
 from dal_dist.scoring.pipeline import actor_calls
-from dal_dist.scoring.scorer import resolve_overlap, score_batches
+from dal_dist.errors import DalDistError
+from dal_dist.scoring.scorer import check_overlap, resolve_overlap, score_batches
 from scoring_helpers import ACQ, mnist, write_mixed_pool
 
 WAIT_S = 10.0  # how long a prepare waits to see the previous batch in the model (only a broken overlap waits)
@@ -55,6 +56,9 @@ class _Handshake(BatchScorer):
 def test_overlap_is_on_where_the_host_would_starve_a_gpu():
     assert resolve_overlap(None, "cuda") and not resolve_overlap(None, "cpu")
     assert resolve_overlap(True, "cpu") and not resolve_overlap(False, "cuda")
+    assert [check_overlap(v) for v in ("auto", "on", "off")] == [None, True, False]
+    with pytest.raises(DalDistError, match="--overlap must be one of auto, on, off, got 'yes'"):
+        check_overlap("yes")
     assert actor_calls(False) == {}
     assert actor_calls(True) == {"max_concurrent_calls_per_actor": 2, "enable_true_multi_threading": True}
 
