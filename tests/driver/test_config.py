@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dal_dist.driver.config import load_config, parse_config
@@ -140,3 +142,10 @@ def test_scoring_section_sets_each_rounds_scoring_job_and_leaves_older_hashes_al
 ])
 def test_scoring_settings_that_cannot_apply_are_refused_by_key(scoring, over, message):
     assert message in _err({**BASE, **over, "scoring": scoring})
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_example_config_is_valid(example):
+    cfg = load_config(example)
+    assert cfg.num_rounds() >= 1
