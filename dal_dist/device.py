@@ -36,10 +36,19 @@ def torch_device(want: str | bool | None = None) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if want is False:
         return torch.device("cpu")
-    try:
-        device = torch.device(want)
-    except (RuntimeError, TypeError, ValueError):
-        raise DalDistError(f"device {want!r}: not a device name; expected auto, cpu, cuda or cuda:N") from None
+    device = parse_device(want)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DalDistError(f"device {want!r}: no CUDA GPU is visible here; use cpu or auto")
     return device
+
+
+def parse_device(want: str) -> Any:
+    """The torch device a name means, whatever this machine has (a device on other nodes: Ray actors)."""
+    import torch
+
+    from dal_dist.errors import DalDistError
+
+    try:
+        return torch.device(want)
+    except (RuntimeError, TypeError, ValueError):
+        raise DalDistError(f"device {want!r}: not a device name; expected auto, cpu, cuda or cuda:N") from None

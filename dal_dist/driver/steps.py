@@ -282,6 +282,7 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
     from dal_dist.scoring import score_pool
 
     st = ctx.cfg.strategy
+    scoring = ctx.cfg.scoring or ScoringSection()
     labeled = ctx.ledger.ids(before_round=r)
     size = getattr(st, ctx.strategy.subset_option) if ctx.strategy.subset_option else None
     exclude = None
@@ -300,7 +301,7 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
                          embed_labeled=ctx.strategy.embed_labeled, seed=round_seed(ctx.cfg.seed, r, "score"),
                          overwrite=True, keep_probs=ctx.strategy.keep_probs, exclude=exclude,
                          write_embedding=ctx.strategy.reads_embeddings,
-                         threads=ctx.cfg.scoring.threads_per_worker if ctx.cfg.scoring else None)
+                         threads=scoring.threads_per_worker)
         return
     ctx.ensure_ray_for_executor()
     score_pool(ctx.s.pool, rd / ctx.strategy.checkpoint, rd / layout.SCORES_DIR,
@@ -308,7 +309,7 @@ def score_step(ctx: RoundContext, r: int, rd: Path) -> None:
                labeled=labeled, embed_labeled=ctx.strategy.embed_labeled,
                seed=round_seed(ctx.cfg.seed, r, "score"), overwrite=True, progress=False,
                executor=ctx.cfg.executor, keep_probs=ctx.strategy.keep_probs, exclude=exclude,
-               **(ctx.cfg.scoring or ScoringSection()).score_options())
+               **scoring.score_options())
 
 
 # ----------------------------------------------------------------------------------------- select

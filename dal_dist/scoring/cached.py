@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from dal_dist.errors import DalDistError
 from dal_dist.interrupts import sigterm_raises
@@ -32,10 +31,9 @@ class BatchHeadScorer(BatchScorer):
 
     def prepare(self, batch: pa.Table) -> PreparedBatch:
         batch, is_labeled = self.without_labeled(batch)
-        if batch.num_rows == 0:
-            return PreparedBatch(batch.column("id").to_numpy(), None, is_labeled)
         with self.copy_stream():
-            x = self.to_device(embedding_matrix(batch.column("embedding"), self.config.in_channels))
+            x = self.to_device(embedding_matrix(batch.column("embedding"), self.config.in_channels)) \
+                if batch.num_rows else None
             return self.prepared(batch.column("id").to_numpy(), x, is_labeled)
 
 

@@ -82,22 +82,12 @@ def check_select_arguments(strategy: str, k: int, *, seed: int = 0, workers: int
     if gpus_per_worker is not None:
         check_shard_gpus(strategy, gpus_per_worker, distributed, device)
     if device not in (None, "auto"):
-        from dal_dist.device import torch_device
+        from dal_dist.device import parse_device, torch_device
 
         if distributed:  # the shard actors hold the GPUs, not this process: the name only
-            check_device_name(device)
+            parse_device(device)
         else:
             torch_device(device)  # an unknown name, or cuda without a GPU: refused here, not inside a kernel
-
-
-def check_device_name(device: str) -> None:
-    """A device name torch knows (auto, cpu, cuda, cuda:N), whatever this machine has."""
-    import torch
-
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DalDistError(f"device {device!r}: not a device name; expected auto, cpu, cuda or cuda:N") from None
 
 
 def check_shard_gpus(strategy: str, gpus_per_worker: float, distributed: bool, device: str | None) -> None:

@@ -152,8 +152,8 @@ def kcenter_greedy_sharded(scan: ScoresScan, k: int, *, workers: int = 2, seed: 
     shards = plan_shards(scan, workers)
     offsets, cand_ids = shard_candidates(scan, shards)
     gpus = shard_gpus(device, gpus_per_worker, len(shards), float(ray.cluster_resources().get("GPU", 0.0)))
-    group = ShardActors(scan, shards, device=(device if device not in (None, "auto") else "cuda") if gpus else "cpu",
-                        storage_dtype=storage_dtype, actor_cpus=actor_cpus, actor_gpus=gpus)
+    group = ShardActors(scan, shards, device=device, storage_dtype=storage_dtype, actor_cpus=actor_cpus,
+                        actor_gpus=gpus)
     run = ShardedRun()
     try:
         t0 = time.perf_counter()

@@ -24,15 +24,15 @@ SHARD_RESTARTS = 3  # rebuilds of one shard per selection before the selection g
 
 def shard_gpus(device: str | None, gpus_per_worker: float | None, workers: int, cluster_gpus: float) -> float:
     """GPUs each k-center shard actor requests: as given (requested, not counted: an autoscaler may add GPU
-    nodes; Ray hides the GPUs from an actor that asks for none); auto: the GPUs up now shared, at most one a
-    shard, none for device cpu; device cuda with no GPU up and none requested is refused (it would fail in
-    every shard)."""
+    nodes; Ray hides the GPUs from an actor that asks for none, so device auto then runs on its CPU); auto: the
+    GPUs up now shared, at most one a shard, none for device cpu; device cuda with no GPU for the shards is
+    refused (it would fail in every shard)."""
     from dal_dist.scoring.placement import gpus_per_actor
 
     if device == "cpu":
         return 0.0
     g = gpus_per_actor(gpus_per_worker, workers, cluster_gpus)
-    if g == 0 and gpus_per_worker is None and device not in (None, "auto"):
+    if g == 0 and device not in (None, "auto"):
         raise DalDistError(f"--device {device} with --distributed: the shard actors need GPUs and the Ray cluster "
                            "has none now; request them with --gpus-per-worker (an autoscaler adds GPU nodes) or "
                            "use --device auto")

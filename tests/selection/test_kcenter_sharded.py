@@ -50,6 +50,8 @@ def test_shards_request_gpus_where_the_pick_loop_can_use_them():
     assert shard_gpus("cuda", 2, 2, cluster_gpus=0) == 2.0
     with pytest.raises(DalDistError, match="--device cuda with --distributed: the shard actors need GPUs"):
         shard_gpus("cuda", None, 2, cluster_gpus=0)
+    with pytest.raises(DalDistError, match="the shard actors need GPUs"):
+        shard_gpus("cuda", 0, 2, cluster_gpus=8)  # GPUs up, but none asked for: every shard would fail
 
 
 @pytest.mark.parametrize("kwargs, message", [
