@@ -8,13 +8,14 @@ node) is redone from scratch: it is deterministic and publishes nothing until it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from dal_dist.atomic import write_bytes_atomic, write_json_atomic
 from dal_dist.driver import layout
@@ -110,20 +111,33 @@ def _start(config: RunConfig | None, run_dir: Path, resume: bool) -> RunState:
     return state
 
 
-def _crash_hook(r: int, step: str) -> None:
-    """Test-only fault injection: a real process death (`os._exit(137)`) at or inside a named step."""
+@contextlib.contextmanager
+def _crash_hook(r: int, step: str) -> Iterator[None]:
+    """Test-only fault injection: a real process death (`os._exit(137)`) at or inside a named step.
+
+    "+delay" dies that long into the step, or at its end if it finishes sooner: never in a later step (a
+    fast step would otherwise take the death into the next steps and past the crash points that follow).
+    """
     spec = os.environ.get(CRASH_ENV)
-    if not spec:
+    delay = None
+    for item in (spec or "").split(","):
+        point, _, after = item.strip().partition("+")
+        if point == f"round{r}:{step}":
+            delay = after
+    if delay is None:
+        yield
         return
-    for item in spec.split(","):
-        point, _, delay = item.strip().partition("+")
-        if point != f"round{r}:{step}":
-            continue
-        if not delay:
-            os._exit(137)
-        timer = threading.Timer(float(delay), os._exit, args=(137,))
-        timer.daemon = True
-        timer.start()
+    if not delay:
+        os._exit(137)
+    timer = threading.Timer(float(delay), os._exit, args=(137,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except BaseException:
+        timer.cancel()  # the step failed on its own: its error is what the run ends with
+        raise
+    os._exit(137)
 
 
 def _run_rounds(ctx: RoundContext) -> RunOutcome:
@@ -149,10 +163,10 @@ def _run_round(ctx: RoundContext, r: int) -> None:
     for step in steps_of(ctx.cfg, r):
         if step not in remaining_steps(ctx.run_dir, ctx.cfg, r):
             continue
-        _crash_hook(r, step)
         t0 = time.monotonic()
         try:
-            _run_step(ctx, r, step, rd)
+            with _crash_hook(r, step):
+                _run_step(ctx, r, step, rd)
         except OSError as e:  # full disk, permissions: the step's output was never published
             raise DalDistError(f"round {r}: step {step} failed ({e}); the outputs of earlier steps are intact, "
                                f"fix the cause and run `dal-dist run --resume {ctx.run_dir}`") from e
